@@ -1,0 +1,1 @@
+"""Command-line front ends: ``vramancer-node`` (the daemon) and ``vramancer`` (the client)."""

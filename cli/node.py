@@ -1,0 +1,231 @@
+"""``vramancer-node``: run and inspect the daemon of this machine.
+
+Commands: ``join`` (run the node in the foreground), ``identity show|init``,
+``config show``, ``version``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+
+from cli.common import (
+    JSON_OPTION,
+    STATE_DIR_OPTION,
+    default_config_file,
+    fail,
+    print_fields,
+    print_json,
+    read_secret_file,
+    resolve_state_dir,
+    run_app,
+)
+from vramancer_node import PROTOCOL_VERSION, __version__
+from vramancer_node.config import (
+    PRESETS,
+    ConfigError,
+    NodeConfig,
+    config_to_dict,
+    iter_fields,
+    load_config,
+)
+from vramancer_node.identity import IdentityFileError, create_identity, load_identity
+
+app = typer.Typer(
+    help="Run this machine's VRAMancer node.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+identity_app = typer.Typer(help="The node's Ed25519 identity.", no_args_is_help=True)
+config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
+app.add_typer(config_app, name="config")
+
+CONFIG_OPTION = typer.Option(
+    None,
+    "--config",
+    help="TOML config file [default: /etc/vramancer/node.toml as a service, else the "
+    "user's config dir; a missing default file is fine].",
+    show_default=False,
+)
+PRESET_OPTION = typer.Option(None, "--preset", help=f"Preset: {', '.join(PRESETS)}.")
+PASSPHRASE_OPTION = typer.Option(
+    None,
+    "--passphrase-file",
+    help="File whose first line is the passphrase sealing the node key.",
+    show_default=False,
+)
+
+
+def _load_config(config_file: Path | None, overrides: dict[str, Any]) -> NodeConfig:
+    path = config_file
+    if path is None and default_config_file().exists():
+        path = default_config_file()
+    try:
+        return load_config(path, {k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        fail(f"invalid configuration: {exc}")
+
+
+def _load_identity(state_dir: Path, passphrase_file: Path | None) -> Any:
+    try:
+        return load_identity(state_dir, read_secret_file(passphrase_file, "passphrase"))
+    except IdentityFileError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def join(
+    state_dir: Path | None = STATE_DIR_OPTION,
+    config_file: Path | None = CONFIG_OPTION,
+    preset: str | None = PRESET_OPTION,
+    listen: str | None = typer.Option(None, "--listen", help="HOST:PORT for peer traffic."),
+    peer: list[str] | None = typer.Option(
+        None, "--peer", help="HOST:PORT of a member to contact (repeatable)."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", help="Join token from `vramancer token create` (first join only)."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Node name [default: host name]."),
+    no_mdns: bool = typer.Option(False, "--no-mdns", help="Do not use mDNS discovery."),
+    log_format: str | None = typer.Option(None, "--log-format", help="text, json or auto."),
+    log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning..."),
+    passphrase_file: Path | None = PASSPHRASE_OPTION,
+) -> None:
+    """Run the node in the foreground until SIGINT or SIGTERM."""
+    import trio
+
+    from vramancer_node.daemon import run_daemon
+    from vramancer_node.identity import ensure_state_dir, load_or_create_identity
+    from vramancer_node.logs import (
+        configure_logging,
+        get_logger,
+        new_trace_id,
+        node_id_var,
+        trace_id_var,
+    )
+    from vramancer_node.statelock import StateLockedError
+
+    config = _load_config(
+        config_file,
+        {
+            "preset": preset,
+            "network.listen": listen,
+            "network.peers": peer or None,
+            "node.name": name,
+            "discovery.mdns": False if no_mdns else None,
+            "logging.format": log_format,
+            "logging.level": log_level,
+        },
+    )
+    state = resolve_state_dir(state_dir)
+    configure_logging(config.logging.level, config.logging.format)
+    passphrase = read_secret_file(passphrase_file, "passphrase")
+    try:
+        ensure_state_dir(state)
+        identity, created = load_or_create_identity(state, passphrase)
+    except IdentityFileError as exc:
+        fail(str(exc))
+    node_id_var.set(identity.node_id)
+    trace_id_var.set(new_trace_id())  # the run's trace id; trio.run copies the context
+    log = get_logger("cli")
+    if created:
+        log.info("created node identity", extra={"state_dir": str(state)})
+    if token is not None:
+        # Admission by token arrives with the secure channel; keep it out of logs.
+        log.info("join token supplied", extra={"token_given": True})
+    try:
+        trio.run(run_daemon, config, identity, state)
+    except StateLockedError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted")
+
+
+@identity_app.command("show")
+def identity_show(
+    state_dir: Path | None = STATE_DIR_OPTION,
+    json_out: bool = JSON_OPTION,
+    passphrase_file: Path | None = PASSPHRASE_OPTION,
+) -> None:
+    """Show this node's id and public key."""
+    state = resolve_state_dir(state_dir)
+    identity = _load_identity(state, passphrase_file)
+    body = {
+        "node_id": identity.node_id,
+        "public_key": identity.public_key_b64,
+        "cluster_id": None,
+        "certificate": None,
+        "state_dir": str(state),
+    }
+    if json_out:
+        print_json({"schema": "vramancer.identity.v1", **body})
+    else:
+        print_fields(list(body.items()))
+
+
+@identity_app.command("init")
+def identity_init(
+    state_dir: Path | None = STATE_DIR_OPTION,
+    passphrase_file: Path | None = PASSPHRASE_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Create this node's identity (fails if one exists)."""
+    state = resolve_state_dir(state_dir)
+    try:
+        identity = create_identity(state, read_secret_file(passphrase_file, "passphrase"))
+    except IdentityFileError as exc:
+        fail(str(exc))
+    if json_out:
+        print_json(
+            {
+                "schema": "vramancer.identity.v1",
+                "node_id": identity.node_id,
+                "public_key": identity.public_key_b64,
+            }
+        )
+    else:
+        print_fields([("node_id", identity.node_id), ("public_key", identity.public_key_b64)])
+
+
+@config_app.command("show")
+def config_show(
+    config_file: Path | None = CONFIG_OPTION,
+    preset: str | None = PRESET_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Show the effective configuration (preset, file, then flags)."""
+    config = _load_config(config_file, {"preset": preset})
+    if json_out:
+        print_json({"schema": "vramancer.config.v1", **config_to_dict(config)})
+        return
+    rows: list[tuple[str, Any]] = []
+    for dotted, field, _hint in iter_fields():
+        value: Any = config
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        unit = field.metadata.get("unit")
+        rows.append((dotted, f"{value} {unit}" if unit and value is not None else value))
+    print_fields(rows)
+
+
+@app.command()
+def version(json_out: bool = JSON_OPTION) -> None:
+    """Show the software and protocol versions."""
+    if json_out:
+        print_json(
+            {
+                "schema": "vramancer.version.v1",
+                "version": __version__,
+                "protocol_version": PROTOCOL_VERSION,
+            }
+        )
+    else:
+        typer.echo(f"vramancer-node {__version__} (protocol {PROTOCOL_VERSION})")
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    run_app(app, "vramancer-node", argv)

@@ -1,0 +1,64 @@
+"""Shared fixtures: short state directories and the installed command-line programs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+BIN_DIR = Path(sys.executable).parent
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A fresh, short state directory (Unix socket paths must stay under 108 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="vrm-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def program(name: str) -> str:
+    """Path of an installed console script (``vramancer``, ``vramancer-node``)."""
+    path = BIN_DIR / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: install the package (scripts/dev.sh setup)")
+    return str(path)
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``vramancer``/``vramancer-node`` ARGS and capture its output."""
+    return subprocess.run(
+        [program(args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_for_socket(path: Path, proc: subprocess.Popen[str], timeout_s: float = 30) -> None:
+    """Wait until ``path`` exists, failing early (with its output) if ``proc`` died."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"daemon exited {proc.returncode}: {out}\n{err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout_s} s")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def clean_env() -> dict[str, str]:
+    """The environment without systemd's directory variables (tests pass --state-dir)."""
+    env = dict(os.environ)
+    for key in ("STATE_DIRECTORY", "CONFIGURATION_DIRECTORY"):
+        env.pop(key, None)
+    return env

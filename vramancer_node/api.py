@@ -1,0 +1,89 @@
+"""The node's HTTP API, an ASGI application (Starlette).
+
+The local CLI reaches it over the Unix socket ``<state-dir>/api.sock``; the socket
+file's mode (0600, in a 0700 directory) is the authorisation.  Every JSON body
+carries ``"schema"``, a versioned name such as ``vramancer.status.v1``: a field may
+be added within a version, never removed or changed in meaning.
+
+Endpoints
+---------
+``GET /v1/status``  the node: id, public key, version, uptime, state, network.
+``GET /healthz``    liveness: the event loop answers (200).
+``GET /readyz``     readiness: 200 once every service has started, else 503.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from vramancer_node.logs import new_trace_id, trace_id_var
+
+if TYPE_CHECKING:
+    from vramancer_node.daemon import Node
+
+TRACE_HEADER = "x-trace-id"
+_TRACE_ID_RE = re.compile(r"^[0-9a-zA-Z-]{1,64}$")
+
+
+def schema_body(schema: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Tag an API body with its versioned schema name."""
+    return {"schema": schema, **body}
+
+
+def create_app(node: Node) -> Starlette:
+    """Build the API application serving ``node``."""
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(schema_body("vramancer.status.v1", node.status()))
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse(schema_body("vramancer.health.v1", {"status": "ok"}))
+
+    async def readyz(request: Request) -> Response:
+        ready = node.ready
+        body = schema_body("vramancer.ready.v1", {"ready": ready, "state": node.state})
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/status", status),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ]
+    )
+    app.add_middleware(_TraceMiddleware)  # type: ignore[arg-type]
+    return app
+
+
+class _TraceMiddleware:
+    """Give each request a trace id (the caller's ``X-Trace-Id`` when well-formed)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = dict(scope.get("headers", [])).get(TRACE_HEADER.encode(), b"").decode("latin-1")
+        trace_id = supplied if _TRACE_ID_RE.match(supplied) else new_trace_id()
+        token = trace_id_var.set(trace_id)
+
+        async def send_with_trace(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((TRACE_HEADER.encode(), trace_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_trace)
+        finally:
+            trace_id_var.reset(token)

@@ -1,0 +1,12 @@
+"""The names of everything inside a node's state directory, in one place."""
+
+from __future__ import annotations
+
+KEY_FILE_NAME = "node.key"
+"""Ed25519 identity key (mode 0600, created once, never replaced)."""
+
+LOCK_FILE_NAME = "node.lock"
+"""flock held by the running daemon; holds its pid."""
+
+API_SOCKET_NAME = "api.sock"
+"""Unix socket of the local HTTP API (mode 0600)."""

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 from .cipher_state import CipherState
 from .dh import KeyPair
-from .errors import HandshakeError, LocalProtocolError, MessageTooLongError, NoiseError
+from .errors import HandshakeError, LocalProtocolError, MessageTooLongError
 from .limits import MAX_MESSAGE_BYTES, TAG_BYTES
 from .patterns import DH_TOKEN_KEYS, Token
 from .suite import DEFAULT_SUITE, NoiseProtocol
@@ -121,6 +121,8 @@ class HandshakeState:
             s: local static key pair, required if the pattern sends or pre-shares it.
             e: fixed local ephemeral key pair (test vectors only); else generated.
             rs: peer's static public key, required if the pattern pre-shares it.
+                In patterns that transmit ``s`` it is replaced by what the peer
+                sends, unchecked: to pin a peer, compare :attr:`remote_static`.
             re: peer's ephemeral public key (only pre-shared in fallback patterns).
             psks: the 32-byte PSKs in order of their ``psk`` tokens.
             generate_keypair: ephemeral key source; defaults to the DH function's
@@ -296,7 +298,8 @@ class HandshakeState:
             for token in tokens:
                 message += self._write_token(symmetric, token)
             message += symmetric.encrypt_and_hash(payload)
-        except NoiseError:
+        except BaseException:
+            # Half-updated h and ck cannot be rolled back: the handshake is dead.
             self._failed = True
             raise
         self._message_index += 1
@@ -338,7 +341,8 @@ class HandshakeState:
             for token in self._protocol.pattern.messages[self._message_index]:
                 view = self._read_token(symmetric, token, view)
             payload = symmetric.decrypt_and_hash(bytes(view))
-        except NoiseError:
+        except BaseException:
+            # Half-updated h and ck cannot be rolled back: the handshake is dead.
             self._failed = True
             raise
         self._message_index += 1

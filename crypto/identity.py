@@ -156,6 +156,18 @@ def is_sealed(data: bytes) -> bool:
     return bool(_parse_key_file(data)["sealed"])
 
 
+_PLAIN_FIELDS: dict[str, type] = {"v": int, "alg": str, "sealed": bool, "seed": bytes}
+_SEALED_FIELDS: dict[str, type] = {
+    "v": int,
+    "alg": str,
+    "sealed": bool,
+    "salt": bytes,
+    "opslimit": int,
+    "memlimit": int,
+    "box": bytes,
+}
+
+
 def _parse_key_file(data: bytes) -> dict[str, Any]:
     if len(data) > KEY_FILE_BYTES_MAX:
         raise KeyFileCorruptError(f"key file is {len(data)} bytes; at most {KEY_FILE_BYTES_MAX}")
@@ -171,20 +183,10 @@ def _parse_key_file(data: bytes) -> dict[str, Any]:
         raise KeyFileCorruptError(
             f"unsupported key file version/algorithm {body.get('v')!r}/{body.get('alg')!r}"
         )
-    expected = {
-        False: {"v": int, "alg": str, "sealed": bool, "seed": bytes},
-        True: {
-            "v": int,
-            "alg": str,
-            "sealed": bool,
-            "salt": bytes,
-            "opslimit": int,
-            "memlimit": int,
-            "box": bytes,
-        },
-    }.get(body.get("sealed"))  # type: ignore[call-overload]
-    if expected is None:
+    sealed = body.get("sealed")
+    if not isinstance(sealed, bool):
         raise KeyFileCorruptError("key file field 'sealed' must be true or false")
+    expected = _SEALED_FIELDS if sealed else _PLAIN_FIELDS
     if set(body) != set(expected):
         raise KeyFileCorruptError(f"key file fields {sorted(body)} != {sorted(expected)}")
     for name, kind in expected.items():

@@ -23,8 +23,8 @@ lowercase RFC 4648 without padding.
 Storage and its trade-off
 -------------------------
 The registry stores a :class:`TokenRecord` per token, never the secret:
-``secret_hash = SHA-256(secret)`` and ``token_id`` = hex of its first 8 bytes (safe to log
-and show).  The HMAC key is SHA-256(secret) rather than the secret *because the registry
+``secret_hash = SHA-256(secret)`` and ``token_id`` = hex of the first 8 bytes of
+SHA-256(TOKEN_ID_CONTEXT || secret_hash) (safe to log and show).  The HMAC key is SHA-256(secret) rather than the secret *because the registry
 must recompute the HMAC from what it stores*.  The stored hash is therefore a secret
 equivalent for proving knowledge of a token: whoever reads the persisted registry can
 forge proofs for the tokens in it until they expire or run out of uses.  Hashing still
@@ -33,8 +33,8 @@ must be written with mode 0600 by its owner (the shell; this module does no I/O)
 tokens are short-lived (``TOKEN_TTL_S_MAX``) and count-limited.  Removing the equivalence
 would take a PAKE or a per-token signing key, which this design does not need.
 
-``token_id`` is the first 8 bytes of that same HMAC key: showing it reveals 64 of the
-key's 256 bits and leaves 192 unknown, far beyond any search.
+``token_id`` is derived from the HMAC key under its own label, so showing it reveals
+nothing usable about the key.
 
 ``redeem`` checks, in order: proof format, ``token_id`` known, HMAC (constant time),
 expiry, uses left.  The HMAC comes before expiry and uses so that someone without the
@@ -87,6 +87,7 @@ TOKEN_ID_BYTES = 8
 TOKEN_HMAC_BYTES = 32
 TOKEN_PROOF_BYTES = TOKEN_ID_BYTES + TOKEN_HMAC_BYTES
 TOKEN_PROOF_CONTEXT = b"vramancer-join-token:"
+TOKEN_ID_CONTEXT = b"vramancer-join-token-id:"
 HANDSHAKE_HASH_BYTES = 32  # Noise_XX_25519_ChaChaPoly_SHA256: h is a SHA-256 digest
 TOKEN_TTL_S_DEFAULT = 24 * 3600  # k3s bootstrap tokens default to 24 h as well
 TOKEN_TTL_S_MAX = 30 * 24 * 3600
@@ -200,8 +201,12 @@ def secret_hash_of(secret: bytes) -> bytes:
 
 
 def token_id_of(secret_hash: bytes) -> str:
-    """Hex of the first 8 bytes of SHA-256(secret); safe to log and show."""
-    return secret_hash[:TOKEN_ID_BYTES].hex()
+    """Hex of 8 bytes of a domain-separated hash of ``secret_hash``; safe to log and show.
+
+    Derived with its own label rather than cut from ``secret_hash`` so that showing it
+    reveals nothing about the HMAC key.
+    """
+    return hashlib.sha256(TOKEN_ID_CONTEXT + secret_hash).digest()[:TOKEN_ID_BYTES].hex()
 
 
 def _proof_mac(secret_hash: bytes, handshake_hash: bytes) -> bytes:
@@ -212,7 +217,7 @@ def _proof_mac(secret_hash: bytes, handshake_hash: bytes) -> bytes:
 def token_proof(token: str | ParsedToken, handshake_hash: bytes) -> bytes:
     """The joiner's channel-bound proof that it knows the token secret (40 bytes)."""
     secret_hash = secret_hash_of(_as_parsed(token).secret)
-    return secret_hash[:TOKEN_ID_BYTES] + _proof_mac(secret_hash, handshake_hash)
+    return bytes.fromhex(token_id_of(secret_hash)) + _proof_mac(secret_hash, handshake_hash)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,7 +225,7 @@ class TokenRecord:
     """What the registry keeps about one token.  Construction validates every field.
 
     Attributes:
-        token_id: 16 hex characters, the first 8 bytes of ``secret_hash``.
+        token_id: 16 hex characters derived from ``secret_hash`` (see ``token_id_of``).
         secret_hash: SHA-256 of the secret; secret-equivalent, so kept out of ``repr``.
         created_at: Unix second the token was made.
         expires_at: first Unix second the token is refused; greater than ``created_at``.

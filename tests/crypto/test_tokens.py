@@ -118,7 +118,9 @@ def test_proof_is_token_id_then_hmac_keyed_with_the_secret_hash() -> None:
     key = hashlib.sha256(SECRET).digest()
     expected_mac = hmac.new(key, b"vramancer-join-token:" + H1, hashlib.sha256).digest()
     proof = tokens.token_proof(GOOD, H1)
-    assert proof == key[:8] + expected_mac
+    token_id = hashlib.sha256(b"vramancer-join-token-id:" + key).digest()[:8]
+    assert proof == token_id + expected_mac
+    assert token_id != key[:8]  # the shown id reveals nothing of the HMAC key
     assert len(proof) == TOKEN_PROOF_BYTES == 40
     assert SECRET not in proof
     assert proof != tokens.token_proof(GOOD, H2)
@@ -137,7 +139,8 @@ def test_create_stores_only_the_hash() -> None:
     text, record = registry.create(now=NOW, ttl_s=HOUR_S, uses=3, roles=["member", "admin"])
     secret = tokens.parse_token(text).secret
     assert record.secret_hash == hashlib.sha256(secret).digest()
-    assert record.token_id == hashlib.sha256(secret).digest()[:8].hex()
+    key = hashlib.sha256(secret).digest()
+    assert record.token_id == hashlib.sha256(b"vramancer-join-token-id:" + key).digest()[:8].hex()
     assert (record.created_at, record.expires_at) == (int(NOW), int(NOW) + HOUR_S)
     assert (record.uses_left, record.roles) == (3, ("admin", "member"))
     assert registry.get(record.token_id) == record
@@ -352,7 +355,7 @@ def make_record(
     secret_hash: bytes, created_at: int, lifetime_s: int, uses_left: int, roles: list[str]
 ) -> TokenRecord:
     return TokenRecord(
-        token_id=secret_hash[:8].hex(),
+        token_id=tokens.token_id_of(secret_hash),
         secret_hash=secret_hash,
         created_at=created_at,
         expires_at=created_at + lifetime_s,

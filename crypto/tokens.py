@@ -22,16 +22,16 @@ lowercase RFC 4648 without padding.
 
 Storage and its trade-off
 -------------------------
-The registry stores a :class:`TokenRecord` per token, never the secret:
-``secret_hash = SHA-256(secret)`` and ``token_id`` = hex of the first 8 bytes of
-SHA-256(TOKEN_ID_CONTEXT || secret_hash) (safe to log and show).  The HMAC key is SHA-256(secret) rather than the secret *because the registry
-must recompute the HMAC from what it stores*.  The stored hash is therefore a secret
-equivalent for proving knowledge of a token: whoever reads the persisted registry can
-forge proofs for the tokens in it until they expire or run out of uses.  Hashing still
-keeps the pasteable token text out of the file, and nothing more.  So the registry file
-must be written with mode 0600 by its owner (the shell; this module does no I/O), and
-tokens are short-lived (``TOKEN_TTL_S_MAX``) and count-limited.  Removing the equivalence
-would take a PAKE or a per-token signing key, which this design does not need.
+The registry stores a :class:`TokenRecord` per token, never the secret: ``secret_hash =
+SHA-256(secret)`` and ``token_id`` = hex of the first 8 bytes of SHA-256(TOKEN_ID_CONTEXT
+|| secret_hash) (safe to log and show).  The HMAC key is SHA-256(secret) rather than the
+secret *because the registry must recompute the HMAC from what it stores*.  The stored
+hash is therefore a secret equivalent for proving knowledge of a token: whoever reads the
+persisted registry can forge proofs for the tokens in it until they expire or run out of
+uses.  Hashing still keeps the pasteable token text out of the file, and nothing more.  So
+the registry file must be written with mode 0600 by its owner (the shell; this module does
+no I/O), and tokens are short-lived (``TOKEN_TTL_S_MAX``) and count-limited.  Removing the
+equivalence would take a PAKE or a per-token signing key, which this design does not need.
 
 ``token_id`` is derived from the HMAC key under its own label, so showing it reveals
 nothing usable about the key.

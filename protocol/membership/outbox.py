@@ -1,0 +1,96 @@
+"""Outgoing messages: datagrams filled with piggybacked broadcasts, stream messages.
+
+Theory of operation
+-------------------
+Every datagram the core sends carries some message of its own (ping, ack, nack,
+ping-req) and is then filled with pending broadcasts up to
+:data:`BROADCAST_PART_BYTES_MAX` (memberlist ``sendMsg``), which is the plaintext
+budget of a sealed datagram minus the compound framing.  A gossip round sends
+broadcasts alone.  One part is sent as a plain message, several as a COMPOUND.
+
+Since every part is bounded (the broadcast queue refuses bigger ones and the local
+record is checked to fit), a datagram never exceeds
+``codec.DATAGRAM_PLAINTEXT_BYTES_MAX``; should one ever do, it is marked
+``reliable=True`` rather than sent as a datagram that cannot arrive.
+
+The outbox is bounded (:data:`OUTBOX_MESSAGES_MAX`): a caller that never drains it
+loses the oldest messages (counted), as a congested socket would.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from protocol.membership.broadcast import BroadcastQueue
+from protocol.membership.codec import (
+    COMPOUND_OVERHEAD_BYTES,
+    DATAGRAM_PLAINTEXT_BYTES_MAX,
+    encode,
+    encode_compound_parts,
+    encode_part,
+    encode_single_part,
+)
+from protocol.membership.events import Outgoing
+from protocol.membership.messages import Message, SimpleMessage
+
+BROADCAST_PART_BYTES_MAX = DATAGRAM_PLAINTEXT_BYTES_MAX - COMPOUND_OVERHEAD_BYTES
+"""Room for message parts in one datagram; also the largest single broadcast."""
+OUTBOX_MESSAGES_MAX = 65_536
+"""Undrained outgoing messages kept; the oldest are dropped (and counted) beyond this."""
+
+
+class Outbox:
+    """Encoded messages waiting for the caller to send them."""
+
+    __slots__ = ("_broadcasts", "_members", "_messages", "_retransmit_mult", "dropped")
+
+    def __init__(
+        self, broadcasts: BroadcastQueue, members: Callable[[], int], retransmit_mult: int
+    ) -> None:
+        self._broadcasts = broadcasts
+        self._members = members
+        self._retransmit_mult = retransmit_mult
+        self._messages: deque[Outgoing] = deque()
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def drain(self) -> list[Outgoing]:
+        messages = list(self._messages)
+        self._messages.clear()
+        return messages
+
+    def datagram(self, addr: str, messages: list[SimpleMessage]) -> None:
+        """Send ``messages`` in one datagram, filled up with piggybacked broadcasts."""
+        parts = [encode_part(message) for message in messages]
+        free = BROADCAST_PART_BYTES_MAX - sum(len(part) for part in parts)
+        if free > 0:
+            parts += self._take(free)
+        self._datagram_of_parts(addr, parts)
+
+    def gossip(self, addr: str) -> bool:
+        """Send one datagram of broadcasts alone; False if there was nothing to send."""
+        parts = self._take(BROADCAST_PART_BYTES_MAX)
+        if parts:
+            self._datagram_of_parts(addr, parts)
+        return bool(parts)
+
+    def stream(self, addr: str, message: Message) -> None:
+        """Send ``message`` over the secure stream."""
+        self._push(Outgoing(addr=addr, message=encode(message), reliable=True))
+
+    def _take(self, free: int) -> list[bytes]:
+        return self._broadcasts.take(free, self._members(), self._retransmit_mult)
+
+    def _datagram_of_parts(self, addr: str, parts: list[bytes]) -> None:
+        data = encode_single_part(parts[0]) if len(parts) == 1 else encode_compound_parts(parts)
+        reliable = len(data) > DATAGRAM_PLAINTEXT_BYTES_MAX
+        self._push(Outgoing(addr=addr, message=data, reliable=reliable))
+
+    def _push(self, outgoing: Outgoing) -> None:
+        if len(self._messages) >= OUTBOX_MESSAGES_MAX:
+            self._messages.popleft()
+            self.dropped += 1
+        self._messages.append(outgoing)

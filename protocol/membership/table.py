@@ -1,0 +1,373 @@
+"""The member table: applies rumours to what we believe (memberlist state.go).
+
+Theory of operation
+-------------------
+The table holds one entry per known member: its newest record, its state and when
+that state last changed.  Rumours arrive as four kinds of input, each applied with
+the rules of ``state.py``:
+
+* :meth:`MemberTable.alive` (an ALIVE message or an alive push-pull entry): the
+  record's *data* is taken if its ``version`` is higher; its *liveness* counts only
+  if its ``incarnation`` is higher.  New members are added.
+* :meth:`MemberTable.suspect`: starts a Lifeguard :class:`Suspicion`, or confirms a
+  running one (a new accuser shrinks the timer and is re-gossiped).
+* :meth:`MemberTable.dead`: DEAD, or LEFT when the member declared itself.
+* :meth:`MemberTable.merge_push_pull`: a peer's full state; like memberlist, a member
+  the peer believes dead is only *suspected* here, so it gets a chance to refute.
+
+Whatever changed our view is queued for gossip (named by the member, replacing the
+older rumour) and reported as an event.  Rumours about the local member are never
+applied: a suspicion or death is *refuted* (incarnation bumped past the accusation,
+health score +1), and a different record of ourselves with a version or incarnation
+at least ours (we restarted and forgot) is out-voted by bumping both counters.
+
+Bounds: :data:`MEMBERS_MAX` entries (the oldest dead or left member is evicted
+first, otherwise newcomers are dropped and counted) and :data:`EVENTS_MAX` pending
+events (the oldest are dropped and counted if the caller never drains them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from protocol.membership.awareness import REFUTED_DELTA, Awareness
+from protocol.membership.broadcast import BroadcastQueue
+from protocol.membership.codec import PUSH_PULL_MEMBERS_MAX, encode_part
+from protocol.membership.events import (
+    MemberAlive,
+    MemberDead,
+    MemberJoined,
+    MemberLeft,
+    MembershipEvent,
+    MemberSuspected,
+    MemberUpdated,
+)
+from protocol.membership.messages import Alive, Dead, Message, PushPullEntry, Suspect
+from protocol.membership.record import MemberRecord
+from protocol.membership.state import LIVE_STATES, Claim, Member, MemberState, next_state
+from protocol.membership.suspicion import (
+    Suspicion,
+    expected_confirmations,
+    suspicion_timeout_s,
+)
+from protocol.membership.timing import MembershipTiming
+
+MEMBERS_MAX = PUSH_PULL_MEMBERS_MAX
+"""Members tracked, the local one included; one push-pull must be able to carry all."""
+EVENTS_MAX = 65_536
+"""Undrained events kept; older ones are dropped (and counted) beyond this."""
+DEAD_MEMBER_RETENTION_S = 24 * 3600.0
+"""Dead and left members are forgotten after this long (serf's reconnect timeout).
+Remembering them lets a restarted member learn that it was declared dead and
+refute with a higher incarnation."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    record: MemberRecord
+    state: MemberState
+    state_change_s: float
+
+
+class MemberTable:
+    """What the local node believes about every member, itself included."""
+
+    def __init__(
+        self,
+        *,
+        local: MemberRecord,
+        timing: MembershipTiming,
+        awareness: Awareness,
+        broadcasts: BroadcastQueue,
+        on_added: Callable[[str], None],
+        now: float,
+    ) -> None:
+        self.local_id = local.node_id
+        self._timing = timing
+        self._awareness = awareness
+        self._broadcasts = broadcasts
+        self._on_added = on_added
+        self._entries: dict[str, _Entry] = {local.node_id: _Entry(local, MemberState.ALIVE, now)}
+        self._live_count = 1
+        self._suspicions: dict[str, Suspicion] = {}
+        self._events: deque[MembershipEvent] = deque()
+        self.left = False
+        """True once the local member left; rumours about it are then ignored."""
+        self.members_dropped = 0
+        self.events_dropped = 0
+        self.refutations = 0
+
+    # ----------------------------------------------------------------- queries
+
+    @property
+    def local(self) -> MemberRecord:
+        return self._entries[self.local_id].record
+
+    @property
+    def live_count(self) -> int:
+        """Members alive or suspect, the local one included: the cluster size estimate."""
+        return self._live_count
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, node_id: str) -> Member | None:
+        entry = self._entries.get(node_id)
+        if entry is None:
+            return None
+        return Member(record=entry.record, state=entry.state, state_change_s=entry.state_change_s)
+
+    def state_of(self, node_id: str) -> MemberState | None:
+        entry = self._entries.get(node_id)
+        return None if entry is None else entry.state
+
+    def record_of(self, node_id: str) -> MemberRecord | None:
+        entry = self._entries.get(node_id)
+        return None if entry is None else entry.record
+
+    def state_change_s(self, node_id: str) -> float:
+        return self._entries[node_id].state_change_s
+
+    def ids(self) -> Iterable[str]:
+        return self._entries.keys()
+
+    def snapshot(self) -> tuple[Member, ...]:
+        return tuple(
+            Member(record=e.record, state=e.state, state_change_s=e.state_change_s)
+            for _, e in sorted(self._entries.items())
+        )
+
+    def push_pull_entries(self) -> tuple[PushPullEntry, ...]:
+        return tuple(PushPullEntry(record=e.record, state=e.state) for e in self._entries.values())
+
+    def next_suspicion_deadline_s(self) -> float | None:
+        return min((s.deadline_s for s in self._suspicions.values()), default=None)
+
+    def drain_events(self) -> list[MembershipEvent]:
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    # ------------------------------------------------------------------ claims
+
+    def alive(self, record: MemberRecord, now: float) -> None:
+        """Apply an ALIVE claim carrying ``record``."""
+        self._apply_record(record, now, claims_alive=True)
+
+    def suspect(self, node_id: str, incarnation: int, from_id: str, now: float) -> None:
+        """Apply ``from_id``'s suspicion of ``node_id`` at ``incarnation``."""
+        entry = self._entries.get(node_id)
+        if entry is None or incarnation < entry.record.incarnation:
+            return
+        suspicion = self._suspicions.get(node_id)
+        if suspicion is not None:
+            if suspicion.confirm(from_id):
+                self._gossip(
+                    node_id, Suspect(node_id=node_id, incarnation=incarnation, from_id=from_id)
+                )
+            return
+        target = next_state(entry.state, entry.record.incarnation, Claim.SUSPECT, incarnation)
+        if target is None:
+            return
+        if node_id == self.local_id:
+            self._refute(incarnation, None)
+            return
+        self._gossip(node_id, Suspect(node_id=node_id, incarnation=incarnation, from_id=from_id))
+        self._raise_incarnation(entry, incarnation)
+        self._set_state(entry, target, now)
+        members = self._live_count
+        min_s = suspicion_timeout_s(
+            self._timing.suspicion_mult, members, self._timing.probe_interval_s
+        )
+        self._suspicions[node_id] = Suspicion(
+            from_id=from_id,
+            k=expected_confirmations(self._timing.suspicion_mult, members),
+            min_s=min_s,
+            max_s=self._timing.suspicion_max_timeout_mult * min_s,
+            now=now,
+        )
+        self._emit(MemberSuspected(node_id=node_id, incarnation=incarnation, suspected_by=from_id))
+
+    def dead(self, node_id: str, incarnation: int, from_id: str, now: float) -> None:
+        """Apply ``from_id``'s declaration that ``node_id`` died (or left, if itself)."""
+        entry = self._entries.get(node_id)
+        if entry is None or incarnation < entry.record.incarnation:
+            return
+        self._suspicions.pop(node_id, None)
+        claim = Claim.LEFT if from_id == node_id else Claim.DEAD
+        target = next_state(entry.state, entry.record.incarnation, claim, incarnation)
+        if target is None:
+            return
+        if node_id == self.local_id:
+            self._refute(incarnation, None)  # leaving is done by leave(), never by rumour
+            return
+        self._gossip(node_id, Dead(node_id=node_id, incarnation=incarnation, from_id=from_id))
+        self._raise_incarnation(entry, incarnation)
+        self._set_state(entry, target, now)
+        if target is MemberState.LEFT:
+            self._emit(MemberLeft(node_id=node_id, incarnation=incarnation))
+        else:
+            self._emit(MemberDead(node_id=node_id, incarnation=incarnation, declared_by=from_id))
+
+    def merge_push_pull(self, entries: Iterable[PushPullEntry], now: float) -> None:
+        """Merge a peer's full state (memberlist mergeState)."""
+        for item in entries:
+            record = item.record
+            if item.state is MemberState.ALIVE:
+                self.alive(record, now)
+                continue
+            self._apply_record(record, now, claims_alive=False)
+            if item.state is MemberState.LEFT:
+                self.dead(record.node_id, record.incarnation, record.node_id, now)
+            else:
+                # A death we did not witness is only a suspicion here: let it refute.
+                self.suspect(record.node_id, record.incarnation, self.local_id, now)
+
+    def expire_suspicions(self, now: float) -> None:
+        """Declare dead every suspect whose Lifeguard timer ran out."""
+        overdue = [n for n, s in self._suspicions.items() if s.deadline_s <= now]
+        for node_id in overdue:
+            entry = self._entries[node_id]
+            self._suspicions.pop(node_id)
+            if entry.state is MemberState.SUSPECT:
+                self.dead(node_id, entry.record.incarnation, self.local_id, now)
+
+    # ------------------------------------------------------------ local member
+
+    def update_local(self, record: MemberRecord) -> None:
+        """Publish a new local record (the caller bumped its version)."""
+        self._entries[self.local_id].record = record
+        self._gossip(self.local_id, Alive(record=record))
+
+    def leave(self, now: float) -> None:
+        """Mark the local member as left and gossip its farewell."""
+        if self.left:
+            return
+        self.left = True
+        entry = self._entries[self.local_id]
+        self._set_state(entry, MemberState.LEFT, now)
+        incarnation = entry.record.incarnation
+        farewell = Dead(node_id=self.local_id, incarnation=incarnation, from_id=self.local_id)
+        self._gossip(self.local_id, farewell)
+
+    def reap(self, now: float) -> list[str]:
+        """Forget members dead or left for longer than the retention; return their ids."""
+        gone = [
+            node_id
+            for node_id, e in self._entries.items()
+            if e.state not in LIVE_STATES
+            and node_id != self.local_id
+            and now - e.state_change_s > DEAD_MEMBER_RETENTION_S
+        ]
+        for node_id in gone:
+            del self._entries[node_id]
+        return gone
+
+    # ----------------------------------------------------------------- helpers
+
+    def _apply_record(self, record: MemberRecord, now: float, *, claims_alive: bool) -> None:
+        node_id = record.node_id
+        if node_id == self.local_id:
+            self._check_own_record(record)
+            return
+        entry = self._entries.get(node_id)
+        if entry is None:
+            if claims_alive:
+                self._add(record, now)
+            return
+        old = entry.record
+        data_newer = record.version > old.version
+        target = None
+        if claims_alive:
+            target = next_state(entry.state, old.incarnation, Claim.ALIVE, record.incarnation)
+        if not data_newer and target is None:
+            return
+        merged = record if data_newer else old
+        incarnation = max(record.incarnation, old.incarnation)
+        if merged.incarnation != incarnation:
+            merged = dataclasses.replace(merged, incarnation=incarnation)
+        entry.record = merged
+        old_state = entry.state
+        if target is not None:
+            self._suspicions.pop(node_id, None)
+            self._set_state(entry, target, now)
+            self._gossip(node_id, Alive(record=merged))
+        elif entry.state is MemberState.ALIVE:
+            self._gossip(node_id, Alive(record=merged))
+        if target is not None and old_state not in LIVE_STATES:
+            self._emit(MemberJoined(record=merged))
+            return
+        if target is not None and old_state is MemberState.SUSPECT:
+            self._emit(MemberAlive(node_id=node_id, incarnation=incarnation))
+        if data_newer:
+            self._emit(MemberUpdated(record=merged))
+
+    def _add(self, record: MemberRecord, now: float) -> None:
+        if len(self._entries) >= MEMBERS_MAX and not self._evict_one():
+            self.members_dropped += 1
+            return
+        self._entries[record.node_id] = _Entry(record, MemberState.ALIVE, now)
+        self._live_count += 1
+        self._gossip(record.node_id, Alive(record=record))
+        self._emit(MemberJoined(record=record))
+        self._on_added(record.node_id)
+
+    def _evict_one(self) -> bool:
+        gone = [
+            (e.state_change_s, n) for n, e in self._entries.items() if e.state not in LIVE_STATES
+        ]
+        if not gone:
+            return False
+        del self._entries[min(gone)[1]]
+        return True
+
+    def _check_own_record(self, record: MemberRecord) -> None:
+        """Out-vote a record of ourselves that is not ours (we restarted and forgot)."""
+        if self.left:
+            return
+        local = self.local
+        if record.incarnation <= local.incarnation and record.version <= local.version:
+            same_version = record.version == local.version
+            if (
+                not same_version
+                or dataclasses.replace(record, incarnation=local.incarnation) == local
+            ):
+                return
+        self._refute(record.incarnation, record.version)
+
+    def _refute(self, accused_incarnation: int, accused_version: int | None) -> None:
+        if self.left:
+            return
+        local = self.local
+        version = local.version
+        if accused_version is not None and accused_version >= version:
+            version = accused_version + 1
+        incarnation = max(local.incarnation, accused_incarnation) + 1
+        refuted = dataclasses.replace(local, incarnation=incarnation, version=version)
+        self._entries[self.local_id].record = refuted
+        self._awareness.apply_delta(REFUTED_DELTA)
+        self.refutations += 1
+        self._gossip(self.local_id, Alive(record=refuted))
+
+    def _raise_incarnation(self, entry: _Entry, incarnation: int) -> None:
+        if incarnation > entry.record.incarnation:
+            entry.record = dataclasses.replace(entry.record, incarnation=incarnation)
+
+    def _set_state(self, entry: _Entry, state: MemberState, now: float) -> None:
+        was_live = entry.state in LIVE_STATES
+        is_live = state in LIVE_STATES
+        self._live_count += int(is_live) - int(was_live)
+        if entry.state is not state:
+            entry.state = state
+            entry.state_change_s = now
+
+    def _gossip(self, node_id: str, message: Message) -> None:
+        self._broadcasts.queue(node_id, encode_part(message))
+
+    def _emit(self, event: MembershipEvent) -> None:
+        if len(self._events) >= EVENTS_MAX:
+            self._events.popleft()
+            self.events_dropped += 1
+        self._events.append(event)

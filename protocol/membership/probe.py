@@ -130,7 +130,7 @@ class Prober:
         self._send_due_nacks(now)
         probe = self._probe
         if probe is not None:
-            if not probe.indirect_sent and now >= probe.direct_deadline_s:
+            if not probe.indirect_sent and probe.direct_deadline_s <= now < probe.end_s:
                 self._probe_indirectly(probe, now)
             if now >= probe.end_s:
                 self._probe = None
@@ -175,7 +175,8 @@ class Prober:
             lambda n: n != probe.target_id and table.state_of(n) is MemberState.ALIVE,
             self._rng,
         )
-        nack_after_ms = int(NACK_TIMEOUT_FRACTION * (probe.end_s - now) * MILLISECONDS_PER_SECOND)
+        remaining_s = max(0.0, probe.end_s - now)
+        nack_after_ms = int(NACK_TIMEOUT_FRACTION * remaining_s * MILLISECONDS_PER_SECOND)
         request = IndirectPing(
             seq_no=probe.seq_no,
             target_id=probe.target_id,

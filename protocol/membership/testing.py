@@ -196,6 +196,15 @@ class SimCluster:
         self._after_input(node_id)
         return core
 
+    def act(self, node_id: str, action: Callable[[Membership, float], object]) -> None:
+        """Call ``action(core, now)`` on a node (leave, update_local...) and route its output."""
+        action(self.nodes[node_id], self.now)
+        self._after_input(node_id)
+
+    def deliver(self, node_id: str, sender_addr: str, data: bytes) -> None:
+        """Hand ``data`` to a node now, as if ``sender_addr`` had sent it."""
+        self._push(self.now, _DELIVER, node_id, sender_addr, data)
+
     def crash(self, node_id: str) -> None:
         """Stop a node abruptly: it neither receives nor ticks any more."""
         self.crashed.add(node_id)

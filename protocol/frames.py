@@ -1,0 +1,232 @@
+"""Secure-stream framing: length-prefixed Noise messages and the typed frames above them.
+
+Theory of operation
+-------------------
+On TCP every Noise message travels as a 2-byte big-endian length followed by the
+message (at most 65535 bytes, Noise's own limit).  :class:`MessageDecoder` turns
+received bytes into whole messages, fed in any split — whole, byte by byte, or many
+messages at once.
+
+Once the handshake is done, the plaintext of each transport message is a *frame*.
+Its first byte is the :class:`FrameType`; the rest depends on the type:
+
+=================  ========================================================
+``DATA``           bytes of the byte stream (``send_all`` / ``receive_some``)
+``CONTROL``        one control message (msgpack, at most one Noise message)
+``BULK``           a large payload: 8-byte total length, 1-byte kind, 2-byte
+                   header length, header; then ``ceil(length / 65519)`` raw
+                   *continuation* messages that are nothing but payload bytes
+``END_OF_STREAM``  the sender is done; anything after it is a protocol error
+=================  ========================================================
+
+Continuation messages carry no type byte, so a bulk payload moves in full
+65519-byte chunks (65535 minus the 16-byte tag), and the sender encrypts one chunk
+at a time from a ``memoryview`` of the payload — the payload is never copied whole.
+:class:`FrameDecoder` reassembles a bulk payload into one preallocated buffer.
+
+The explicit ``END_OF_STREAM`` frame makes truncation detectable: a connection that
+ends without it was cut, not finished.
+
+Everything here is pure: bytes in, messages and frames out.  Errors caused by the
+peer raise :class:`~protocol.errors.RemoteProtocolError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+
+LENGTH_PREFIX_BYTES = 2
+NOISE_MESSAGE_BYTES_MAX = 65535
+NOISE_TAG_BYTES = 16
+FRAME_PLAINTEXT_BYTES_MAX = NOISE_MESSAGE_BYTES_MAX - NOISE_TAG_BYTES  # 65519
+"""Largest plaintext of one transport message; also the bulk chunk size."""
+FRAME_BODY_BYTES_MAX = FRAME_PLAINTEXT_BYTES_MAX - 1
+"""Largest DATA or CONTROL body (one byte goes to the frame type)."""
+BULK_CHUNK_BYTES = FRAME_PLAINTEXT_BYTES_MAX
+BULK_HEADER_BYTES_MAX = 8192
+BULK_BYTES_MAX_DEFAULT = 1 << 32
+"""Default cap on one bulk payload (4 GiB); receivers may lower it."""
+
+_BULK_PREFIX = struct.Struct(">QBH")  # total length, kind, header length
+_LENGTH = struct.Struct(">H")
+
+
+class FrameType(enum.IntEnum):
+    """Frame types.  Append only: never renumber or reuse a value."""
+
+    DATA = 1
+    CONTROL = 2
+    BULK = 3
+    END_OF_STREAM = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataFrame:
+    data: bytes
+    """A piece of the byte stream."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControlFrame:
+    payload: bytes
+    """One control message, still encoded (the caller's codec decodes it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BulkFrame:
+    kind: int
+    """What the payload is (tensor chunk, weight file piece ...), chosen by the caller."""
+    header: bytes
+    """Caller-defined metadata, at most ``BULK_HEADER_BYTES_MAX`` bytes."""
+    body: bytearray
+    """The reassembled payload (mutable so it can back a tensor without a copy)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EndOfStream:
+    """The peer finished sending."""
+
+
+Frame = DataFrame | ControlFrame | BulkFrame | EndOfStream
+
+
+def frame_length_prefix(message_len: int) -> bytes:
+    """The 2-byte prefix for a Noise message of ``message_len`` bytes."""
+    if not 0 < message_len <= NOISE_MESSAGE_BYTES_MAX:
+        raise LocalProtocolError(f"a Noise message is 1..65535 bytes, not {message_len}")
+    return _LENGTH.pack(message_len)
+
+
+class MessageDecoder:
+    """Split a received byte stream into length-prefixed Noise messages."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes received but not yet part of a whole message."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_message(self) -> bytes | None:
+        """The next whole message, or None when more bytes are needed."""
+        buf = self._buffer
+        if len(buf) < LENGTH_PREFIX_BYTES:
+            return None
+        (length,) = _LENGTH.unpack_from(buf)
+        if length == 0:
+            raise RemoteProtocolError("received a zero-length Noise message")
+        end = LENGTH_PREFIX_BYTES + length
+        if len(buf) < end:
+            return None
+        message = bytes(buf[LENGTH_PREFIX_BYTES:end])
+        del buf[:end]
+        return message
+
+
+def encode_data(data: bytes) -> bytes:
+    if len(data) > FRAME_BODY_BYTES_MAX:
+        raise LocalProtocolError(f"DATA body of {len(data)} bytes > {FRAME_BODY_BYTES_MAX}")
+    return bytes((FrameType.DATA,)) + data
+
+
+def encode_control(payload: bytes) -> bytes:
+    if len(payload) > FRAME_BODY_BYTES_MAX:
+        raise LocalProtocolError(f"CONTROL body of {len(payload)} bytes > {FRAME_BODY_BYTES_MAX}")
+    return bytes((FrameType.CONTROL,)) + payload
+
+
+def encode_end_of_stream() -> bytes:
+    return bytes((FrameType.END_OF_STREAM,))
+
+
+def bulk_plaintexts(kind: int, header: bytes, body: bytes | memoryview) -> Iterator[bytes]:
+    """The plaintexts of one bulk frame: its start, then its chunks, one at a time.
+
+    Each chunk is copied out of ``body`` only when it is produced, so a large payload
+    is never duplicated whole.
+    """
+    if not 0 <= kind <= 255:
+        raise LocalProtocolError(f"bulk kind must fit one byte, got {kind}")
+    if len(header) > BULK_HEADER_BYTES_MAX:
+        raise LocalProtocolError(f"bulk header of {len(header)} bytes > {BULK_HEADER_BYTES_MAX}")
+    view = memoryview(body).cast("B")
+    yield bytes((FrameType.BULK,)) + _BULK_PREFIX.pack(len(view), kind, len(header)) + header
+    for start in range(0, len(view), BULK_CHUNK_BYTES):
+        yield bytes(view[start : start + BULK_CHUNK_BYTES])
+
+
+class FrameDecoder:
+    """Turn decrypted transport messages back into frames."""
+
+    def __init__(self, *, bulk_bytes_max: int = BULK_BYTES_MAX_DEFAULT) -> None:
+        self.bulk_bytes_max = bulk_bytes_max
+        self._bulk: tuple[int, bytes, bytearray] | None = None
+        self._bulk_filled = 0
+        self._ended = False
+
+    @property
+    def in_bulk(self) -> bool:
+        """True while the continuation messages of a bulk frame are expected."""
+        return self._bulk is not None
+
+    def receive(self, plaintext: bytes) -> Frame | None:
+        """Consume one message; return a finished frame, or None mid-bulk."""
+        if self._ended:
+            raise RemoteProtocolError("message received after END_OF_STREAM")
+        if self._bulk is not None:
+            return self._continue_bulk(plaintext)
+        if not plaintext:
+            raise RemoteProtocolError("empty frame")
+        kind, body = plaintext[0], plaintext[1:]
+        if kind == FrameType.DATA:
+            return DataFrame(data=body)
+        if kind == FrameType.CONTROL:
+            return ControlFrame(payload=body)
+        if kind == FrameType.END_OF_STREAM:
+            if body:
+                raise RemoteProtocolError("END_OF_STREAM frame with a body")
+            self._ended = True
+            return EndOfStream()
+        if kind == FrameType.BULK:
+            return self._start_bulk(body)
+        raise RemoteProtocolError(f"unknown frame type {kind}")
+
+    def _start_bulk(self, body: bytes) -> Frame | None:
+        if len(body) < _BULK_PREFIX.size:
+            raise RemoteProtocolError("truncated BULK frame header")
+        total, kind, header_len = _BULK_PREFIX.unpack_from(body)
+        header = body[_BULK_PREFIX.size :]
+        if len(header) != header_len:
+            raise RemoteProtocolError(
+                f"BULK header length {header_len} does not match {len(header)} bytes sent"
+            )
+        if total > self.bulk_bytes_max:
+            raise RemoteProtocolError(f"BULK payload of {total} bytes > {self.bulk_bytes_max}")
+        if total == 0:
+            return BulkFrame(kind=kind, header=header, body=bytearray())
+        self._bulk = (kind, header, bytearray(total))
+        self._bulk_filled = 0
+        return None
+
+    def _continue_bulk(self, chunk: bytes) -> Frame | None:
+        assert self._bulk is not None
+        kind, header, buffer = self._bulk
+        remaining = len(buffer) - self._bulk_filled
+        expected = min(BULK_CHUNK_BYTES, remaining)
+        if len(chunk) != expected:
+            raise RemoteProtocolError(f"BULK chunk of {len(chunk)} bytes, expected {expected}")
+        buffer[self._bulk_filled : self._bulk_filled + expected] = chunk
+        self._bulk_filled += expected
+        if self._bulk_filled < len(buffer):
+            return None
+        self._bulk = None
+        return BulkFrame(kind=kind, header=header, body=buffer)

@@ -131,6 +131,7 @@ class RefusalReason(IntEnum):
     TOKEN_EXHAUSTED = 8
     NOT_ADMITTED = 9
     MALFORMED = 10
+    NOT_ADMIN = 11
 
 
 class AdmissionMessageType(IntEnum):
@@ -139,6 +140,8 @@ class AdmissionMessageType(IntEnum):
     JOIN_REQUEST = 1
     ADMISSION_GRANT = 2
     REFUSAL = 3
+    AUTH = 4
+    WELCOME = 5
 
 
 def _require_certificate(value: object, name: str) -> None:
@@ -344,10 +347,51 @@ class Refusal:
         return encode_record(self, type=int(self.MESSAGE_TYPE))
 
 
-AdmissionMessage = JoinRequest | AdmissionGrant | Refusal
+@dataclass(frozen=True, kw_only=True)
+class Auth:
+    """The channel-bound challenge-response, the first message each side sends.
 
-_MESSAGE_CLASSES: dict[int, type[JoinRequest] | type[AdmissionGrant] | type[Refusal]] = {
-    cls.MESSAGE_TYPE: cls for cls in (JoinRequest, AdmissionGrant, Refusal)
+    Attributes:
+        signature: ``sign_handshake_hash(id_key, h)`` for this session's ``h``.
+    """
+
+    MESSAGE_TYPE: ClassVar[AdmissionMessageType] = AdmissionMessageType.AUTH
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        require_bytes(
+            self.signature,
+            "auth signature",
+            length=ED25519_SIGNATURE_BYTES,
+            error=BindingFormatError,
+        )
+
+    def encode(self) -> bytes:
+        return encode_record(self, type=int(self.MESSAGE_TYPE))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Welcome:
+    """The responder accepts a member's certificate; the session may be used.
+
+    Attributes:
+        node_name: the responder's certified name, for the initiator's logs.
+    """
+
+    MESSAGE_TYPE: ClassVar[AdmissionMessageType] = AdmissionMessageType.WELCOME
+    node_name: str
+
+    def __post_init__(self) -> None:
+        require_node_name(self.node_name, "welcome node_name", error=BindingFormatError)
+
+    def encode(self) -> bytes:
+        return encode_record(self, type=int(self.MESSAGE_TYPE))
+
+
+AdmissionMessage = JoinRequest | AdmissionGrant | Refusal | Auth | Welcome
+
+_MESSAGE_CLASSES: dict[int, type[AdmissionMessage]] = {
+    cls.MESSAGE_TYPE: cls for cls in (JoinRequest, AdmissionGrant, Refusal, Auth, Welcome)
 }
 
 

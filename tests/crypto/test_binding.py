@@ -19,6 +19,7 @@ from crypto import binding, certs, tokens
 from crypto.binding import (
     AdmissionGrant,
     AdmissionMessageType,
+    Auth,
     BindingError,
     BindingFormatError,
     BindingSignatureError,
@@ -28,6 +29,7 @@ from crypto.binding import (
     Refusal,
     RefusalReason,
     StaticKeySignatureError,
+    Welcome,
 )
 
 PROPERTY = settings(derandomize=True, database=None, deadline=None)
@@ -245,11 +247,14 @@ def test_wire_enums_are_append_only() -> None:
         ("TOKEN_EXHAUSTED", 8),
         ("NOT_ADMITTED", 9),
         ("MALFORMED", 10),
+        ("NOT_ADMIN", 11),
     ]
     assert [(m.name, m.value) for m in AdmissionMessageType] == [
         ("JOIN_REQUEST", 1),
         ("ADMISSION_GRANT", 2),
         ("REFUSAL", 3),
+        ("AUTH", 4),
+        ("WELCOME", 5),
     ]
 
 
@@ -265,7 +270,7 @@ def join_fields(**overrides: object) -> dict[object, object]:
         (b"\x00" * (binding.ADMISSION_MESSAGE_BYTES_MAX + 1), "over the 8192-byte limit"),
         (b"\xa3abc", "must be a msgpack map"),
         (pack_sorted({"token_proof": PROOF, "node_name": "n"}), "type None is unknown"),
-        (pack_sorted(join_fields(type=4)), "type 4 is unknown"),
+        (pack_sorted(join_fields(type=99)), "type 99 is unknown"),
         (pack_sorted(join_fields(type=True)), "type True is unknown"),
         (pack_sorted(join_fields(type="1")), "type '1' is unknown"),
         (pack_sorted(join_fields(token_proof=PROOF[:-1])), "token_proof must be 40 bytes"),
@@ -273,7 +278,7 @@ def join_fields(**overrides: object) -> dict[object, object]:
         (pack_sorted(join_fields(gossip_key=b"")), "unknown fields 'gossip_key'"),
         (pack_sorted(join_fields(type=2)), "unknown fields 'node_name', 'token_proof'"),
         (pack_sorted({"type": 3, "reason_code": 0, "message": ""}), "reason_code is 0"),
-        (pack_sorted({"type": 3, "reason_code": 11, "message": ""}), "reason_code is 11"),
+        (pack_sorted({"type": 3, "reason_code": 99, "message": ""}), "reason_code is 99"),
         (pack_sorted({"type": 3, "reason_code": 1, "message": "m" * 257}), "257 characters"),
         (
             pack_sorted(
@@ -483,3 +488,14 @@ def test_property_a_changed_byte_never_yields_the_same_payload(data: st.DataObje
     except BindingError:
         return
     assert changed != original
+
+
+def test_auth_and_welcome_round_trip_strictly() -> None:
+    auth = Auth(signature=b"\x01" * 64)
+    welcome = Welcome(node_name="founder")
+    assert binding.decode_admission_message(auth.encode()) == auth
+    assert binding.decode_admission_message(welcome.encode()) == welcome
+    with pytest.raises(BindingFormatError, match="64"):
+        Auth(signature=b"\x01" * 63)
+    with pytest.raises(BindingFormatError):
+        binding.decode_admission_message(auth.encode()[:-1])

@@ -229,8 +229,9 @@ class Membership:
     def tick(self, now: float) -> None:
         """Run every timer that is due at ``now``."""
         self._advance(now)
-        self._table.expire_suspicions(now)
         self._prober.step(now, may_start=not self._table.left)
+        # After the prober: its suspicion may have confirmed a timer into the past.
+        self._table.expire_suspicions(now)
         if now >= self._next_gossip_s:
             period_s = self._timing.gossip_interval_s
             self._next_gossip_s = _next_period_s(self._next_gossip_s, period_s, now)

@@ -225,6 +225,9 @@ class SimCluster:
                     continue  # superseded by an earlier deadline
                 self._tick_at.pop(node_id)
                 core.tick(at_s)
+                if core.next_deadline_s() <= at_s:
+                    # A core must consume what is due, or every driver would spin.
+                    raise RuntimeError(f"{node_id} left a deadline due after tick({at_s})")
             else:
                 try:
                     core.receive(sender, data, at_s)

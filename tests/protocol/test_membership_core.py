@@ -110,6 +110,7 @@ class Driver:
             self.core.receive(ack[1], encode(Ack(seq_no=ack[2])), self.now)
         if self.core.next_deadline_s() <= self.now:
             self.core.tick(self.now)
+            assert self.core.next_deadline_s() > self.now, "tick must consume what is due"
         self._collect()
 
     def run_until(self, end_s: float) -> None:
@@ -543,6 +544,7 @@ def test_any_sequence_of_inputs_keeps_the_core_sound(
         with contextlib.suppress(RemoteProtocolError):
             core.receive("x:1", garbage, now)
         core.tick(now)
+        assert core.next_deadline_s() > now
         for outgoing in core.outbox():
             assert outgoing.reliable or len(outgoing.message) <= DATAGRAM_PLAINTEXT_BYTES_MAX
             decode(outgoing.message)

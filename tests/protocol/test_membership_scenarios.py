@@ -138,23 +138,38 @@ def test_a_briefly_deaf_node_is_suspected_refutes_and_is_never_declared_dead(see
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_a_partitioned_node_is_declared_dead_and_rejoins_after_healing(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("minority", "partition_s"),
+    [
+        # Alone, n4 retries its seed; some deaths are also young enough to gossip to.
+        (("n4",), 60.0),
+        # Neither side is alone and every death is older than gossip_to_the_dead_s:
+        # only the reconnect timer (push-pull with a random dead member) heals this.
+        (("n3", "n4"), 180.0),
+    ],
+)
+def test_a_partitioned_node_is_declared_dead_and_rejoins_after_healing(
+    seed: int, minority: tuple[str, ...], partition_s: float
+) -> None:
     cluster = start_cluster(seed)
-    majority = [f"n{i}" for i in range(4)]
-    cluster.network.partition([[sim_address(n) for n in majority], [sim_address("n4")]])
-    cluster.run_for(60.0)
+    majority = [n for n in cluster.nodes if n not in minority]
+    sides = [[sim_address(n) for n in majority], [sim_address(n) for n in minority]]
+    cluster.network.partition(sides)
+    cluster.run_for(partition_s)
     for observer in majority:
-        assert cluster.view(observer)["n4"] is MemberState.DEAD
-    assert all(cluster.view("n4")[n] is MemberState.DEAD for n in majority)
+        assert all(cluster.view(observer)[n] is MemberState.DEAD for n in minority)
+    for observer in minority:
+        assert all(cluster.view(observer)[n] is MemberState.DEAD for n in majority)
     healed_s = cluster.now
     cluster.network.heal()
     assert cluster.run_for(150.0, cluster.converged), f"no convergence after healing, seed={seed}"
-    assert cluster.nodes["n4"].local.incarnation >= 1
-    for observer in majority:
-        member = cluster.nodes[observer].member("n4")
-        assert member is not None and member.record.incarnation >= 1
-        rejoined = [e for e in cluster.events_of(MemberJoined, about="n4") if e.at_s > healed_s]
-        assert any(e.observer == observer for e in rejoined)
+    for node_id in minority:
+        assert cluster.nodes[node_id].local.incarnation >= 1
+        for observer in majority:
+            member = cluster.nodes[observer].member(node_id)
+            assert member is not None and member.record.incarnation >= 1
+            rejoined = cluster.events_of(MemberJoined, about=node_id)
+            assert any(e.observer == observer and e.at_s > healed_s for e in rejoined)
 
 
 @pytest.mark.parametrize("seed", SEEDS)

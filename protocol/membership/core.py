@@ -75,7 +75,7 @@ from protocol.membership.outbox import BROADCAST_PART_BYTES_MAX, Outbox
 from protocol.membership.probe import Prober
 from protocol.membership.probe_order import ProbeOrder, pick_random
 from protocol.membership.record import MemberRecord
-from protocol.membership.rtt import RttTracker, publish_due
+from protocol.membership.rtt import RTT_PUBLISH_INTERVAL_S, RttTracker, publish_due
 from protocol.membership.state import LIVE_STATES, Member, MemberState
 from protocol.membership.table import MemberTable
 from protocol.membership.timing import MembershipTiming, push_pull_interval_scaled_s
@@ -387,6 +387,7 @@ class Membership:
             published_health=local.health,
             candidate_health=self._awareness.score,
             since_last_publish_s=now - self._last_publish_s,
+            slow_interval_s=push_pull_interval_scaled_s(RTT_PUBLISH_INTERVAL_S, table.live_count),
         ):
             return
         self._last_publish_s = now

@@ -8,22 +8,29 @@ average per peer (:data:`RTT_EWMA_ALPHA`); indirect acks are not samples, they
 measure a detour.
 
 The averages reach the cluster through the local :class:`MemberRecord`
-(``rtt_ms``), whose every change costs a version bump and a broadcast.  So they are
-published *rarely*:
+(``rtt_ms``, ``health``), whose every change costs a version bump and a broadcast to
+every member.  So they are published *rarely*, and never more often than every
+:data:`RTT_PUBLISH_INTERVAL_MIN_S`:
 
-* at most every :data:`RTT_PUBLISH_INTERVAL_MIN_S`, and only when something moved
-  noticeably (a published RTT by more than :data:`RTT_PUBLISH_CHANGE_RATIO`, the
-  health score, or the first measurements ever);
-* otherwise every :data:`RTT_PUBLISH_INTERVAL_S` if anything changed at all.
+============================================================  ======================
+change since the last publication                             published after
+============================================================  ======================
+first measurements; a published RTT moved by more than        RTT_PUBLISH_INTERVAL_MIN_S
+RTT_PUBLISH_CHANGE_RATIO; health moved by HEALTH_PUBLISH_JUMP
+an RTT moved by more than RTT_PUBLISH_NOISE_RATIO; the        the slow interval:
+nearest peers changed; health changed at all                  RTT_PUBLISH_INTERVAL_S,
+                                                              scaled like push-pull
+anything smaller                                              never (it is noise)
+============================================================  ======================
 
-Only the :data:`RTT_PEERS_PUBLISHED_MAX` nearest peers are published, rounded to
-:data:`RTT_PUBLISH_DECIMALS` decimals, so the record keeps fitting one datagram and
-small jitter does not read as a change.
+Only the :data:`RTT_PEERS_PUBLISHED_MAX` nearest live peers are published, rounded
+to :data:`RTT_PUBLISH_DECIMALS` decimals, so the record keeps fitting one datagram.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable
 
 RTT_EWMA_ALPHA = 0.2
@@ -35,12 +42,18 @@ RTT_PEERS_PUBLISHED_MAX = 8
 RTT_PUBLISH_DECIMALS = 2
 """Published RTTs are rounded to 10 microseconds."""
 RTT_PUBLISH_INTERVAL_S = 30.0
-"""Refresh the published view this often if anything changed."""
+"""Slow cadence for minor changes, stretched for large clusters like push-pull."""
 RTT_PUBLISH_INTERVAL_MIN_S = 5.0
 """Never bump the local version for measurements more often than this."""
 RTT_PUBLISH_CHANGE_RATIO = 0.5
 """A published RTT that moved by more than this fraction is published early."""
+RTT_PUBLISH_NOISE_RATIO = 0.1
+"""RTT moves below this fraction are jitter and never published."""
+HEALTH_PUBLISH_JUMP = 3
+"""A health score that moved by this much is published early; smaller moves wait."""
 MILLISECONDS_PER_SECOND = 1000.0
+MIN_RTT_MS = 0.001
+"""Floor of the denominator of a relative change (loopback RTTs round to 0)."""
 
 PeerValues = tuple[tuple[str, float], ...]
 
@@ -97,21 +110,34 @@ def publish_due(
     published_health: int | None,
     candidate_health: int,
     since_last_publish_s: float,
+    slow_interval_s: float,
 ) -> bool:
     """Whether the local record should be re-published with fresh measurements."""
-    if candidate == published and candidate_health == published_health:
-        return False
-    if since_last_publish_s >= RTT_PUBLISH_INTERVAL_S:
-        return True
     if since_last_publish_s < RTT_PUBLISH_INTERVAL_MIN_S:
         return False
-    if candidate_health != published_health or (candidate and not published):
+    first_measurements = bool(candidate) and not published
+    rtt_change = _largest_relative_change(published, candidate)
+    health_change = (
+        math.inf if published_health is None else abs(candidate_health - published_health)
+    )
+    if first_measurements or rtt_change > RTT_PUBLISH_CHANGE_RATIO:
         return True
-    old = dict(published)
-    for peer, rtt_ms in candidate:
-        before_ms = old.get(peer)
-        if before_ms is None:
-            continue
-        if abs(rtt_ms - before_ms) > RTT_PUBLISH_CHANGE_RATIO * max(before_ms, 1e-3):
-            return True
-    return False
+    if health_change >= HEALTH_PUBLISH_JUMP:
+        return True
+    if since_last_publish_s < slow_interval_s:
+        return False
+    peers_changed = {p for p, _ in published} != {p for p, _ in candidate}
+    return peers_changed or rtt_change > RTT_PUBLISH_NOISE_RATIO or health_change > 0
+
+
+def _largest_relative_change(published: PeerValues, candidate: PeerValues) -> float:
+    """Largest relative RTT move among peers in both views."""
+    before = dict(published)
+    return max(
+        (
+            abs(ms - before[peer]) / max(before[peer], MIN_RTT_MS)
+            for peer, ms in candidate
+            if peer in before
+        ),
+        default=0.0,
+    )

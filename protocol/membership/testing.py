@@ -165,6 +165,7 @@ class SimCluster:
         timing: MembershipTiming,
         conditions: NetworkConditions | None = None,
         make_record: Callable[[str], MemberRecord] | None = None,
+        log_events: bool = True,
     ) -> None:
         self.seed = seed
         self.timing = timing
@@ -181,6 +182,8 @@ class SimCluster:
         self._heap: list[tuple[float, int, int, str, str, bytes]] = []
         self._seq = 0
         self._tick_at: dict[str, float] = {}
+        self.log_events = log_events
+        """Keep events in :attr:`events` (tests); a large simulation uses :attr:`on_event`."""
         self.on_event: Callable[[LoggedEvent], None] | None = None
 
     # ----------------------------------------------------------------- control
@@ -280,7 +283,7 @@ class SimCluster:
                     self._push(self.now + delay_s, _DELIVER, dst, src, outgoing.message)
         for event in core.events():
             logged = LoggedEvent(self.now, node_id, event)
-            if len(self.events) < EVENTS_LOGGED_MAX:
+            if self.log_events and len(self.events) < EVENTS_LOGGED_MAX:
                 self.events.append(logged)
             else:
                 self.events_unlogged += 1

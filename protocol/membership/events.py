@@ -45,7 +45,7 @@ class MemberJoined:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MemberUpdated:
-    """A live member published a newer record (higher ``version``)."""
+    """A member's record got a newer ``version`` (its owner changed something)."""
 
     record: MemberRecord
     """The new record."""

@@ -13,7 +13,13 @@ One probe of our own runs at a time (:class:`ProbeInFlight`)::
       an ack at any point: success, awareness -1, RTT sample if it came from the target
 
 Both deadlines are the configured timeout and interval stretched by the Lifeguard
-health multiplier at the start of the probe.  The next probe starts at ``end_s``.
+health multiplier at the start of the probe, as the Lifeguard paper does (memberlist
+stretches only the interval).  The next probe starts at ``end_s``.
+
+Helpers nack at :data:`NACK_TIMEOUT_FRACTION` of the time the requester still waits,
+which the requester states in the ping-req.  memberlist nacks after its own probe
+timeout, which with the LAN numbers lands right at the requester's deadline and
+reads as a missed nack; stating the deadline keeps nacks meaningful for every preset.
 
 We also probe *for* others: a ping-req makes us ping the target with a sequence
 number of our own (:class:`HelperProbe`), relay its ack, or nack when it stays

@@ -74,7 +74,7 @@ from protocol.membership.messages import (
 from protocol.membership.outbox import BROADCAST_PART_BYTES_MAX, Outbox
 from protocol.membership.probe import Prober
 from protocol.membership.probe_order import ProbeOrder, pick_random
-from protocol.membership.record import MemberRecord
+from protocol.membership.record import MemberRecord, bumped
 from protocol.membership.rtt import RTT_PUBLISH_INTERVAL_S, RttTracker, publish_due
 from protocol.membership.state import LIVE_STATES, Member, MemberState
 from protocol.membership.table import MemberTable
@@ -278,7 +278,7 @@ class Membership:
             raise LocalProtocolError(f"invalid local record change: {exc}") from exc
         if changed == local:
             return
-        changed = dataclasses.replace(changed, version=local.version + 1)
+        changed = dataclasses.replace(changed, version=bumped(local.version))
         _check_fits(changed)
         self._table.update_local(changed)
 
@@ -394,7 +394,10 @@ class Membership:
         rtt_ms = list(candidate)
         while True:
             record = dataclasses.replace(
-                local, rtt_ms=tuple(rtt_ms), health=self._awareness.score, version=local.version + 1
+                local,
+                rtt_ms=tuple(rtt_ms),
+                health=self._awareness.score,
+                version=bumped(local.version),
             )
             if _fits(record) or not rtt_ms:
                 break

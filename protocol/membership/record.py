@@ -104,6 +104,15 @@ def _check_peer_values(field: str, value: object) -> None:
         previous = pair[0]
 
 
+def bumped(counter: int) -> int:
+    """``counter + 1``, saturating at :data:`COUNTER_MAX`.
+
+    A peer can claim any incarnation up to the maximum; out-voting it must never
+    produce an invalid record (a stuck refutation beats a crash).
+    """
+    return min(counter + 1, COUNTER_MAX)
+
+
 def peer_values(mapping: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
     """The record form of ``{peer_node_id: value}``: pairs sorted by peer id."""
     return tuple(sorted((peer, float(value)) for peer, value in mapping.items()))

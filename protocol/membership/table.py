@@ -45,7 +45,7 @@ from protocol.membership.events import (
     MemberUpdated,
 )
 from protocol.membership.messages import Alive, Dead, Message, PushPullEntry, Suspect
-from protocol.membership.record import MemberRecord
+from protocol.membership.record import MemberRecord, bumped
 from protocol.membership.state import LIVE_STATES, Claim, Member, MemberState, next_state
 from protocol.membership.suspicion import (
     Suspicion,
@@ -343,8 +343,8 @@ class MemberTable:
         local = self.local
         version = local.version
         if accused_version is not None and accused_version >= version:
-            version = accused_version + 1
-        incarnation = max(local.incarnation, accused_incarnation) + 1
+            version = bumped(accused_version)
+        incarnation = bumped(max(local.incarnation, accused_incarnation))
         refuted = dataclasses.replace(local, incarnation=incarnation, version=version)
         self._entries[self.local_id].record = refuted
         self._awareness.apply_delta(REFUTED_DELTA)

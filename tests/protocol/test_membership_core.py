@@ -45,6 +45,7 @@ from protocol.membership.messages import (
     SimpleMessage,
     Suspect,
 )
+from protocol.membership.record import COUNTER_MAX
 from protocol.membership.rtt import RTT_PUBLISH_INTERVAL_MIN_S
 
 LAN = MembershipTiming.lan()
@@ -509,17 +510,16 @@ def test_a_message_fed_byte_by_byte_as_datagrams_is_rejected_byte_by_byte() -> N
 
 
 fuzz_ids = st.sampled_from(["a", "b", "c", "d"])
+fuzz_counters = st.sampled_from([0, 1, 2, 3, COUNTER_MAX - 1, COUNTER_MAX])
 fuzz_messages = st.one_of(
     st.builds(Ping, seq_no=st.integers(0, 5), target_id=fuzz_ids, source_id=fuzz_ids),
     st.builds(Ack, seq_no=st.integers(0, 2**32 - 1)),
     st.builds(Nack, seq_no=st.integers(0, 2**32 - 1)),
-    st.builds(Suspect, node_id=fuzz_ids, incarnation=st.integers(0, 3), from_id=fuzz_ids),
-    st.builds(Dead, node_id=fuzz_ids, incarnation=st.integers(0, 3), from_id=fuzz_ids),
+    st.builds(Suspect, node_id=fuzz_ids, incarnation=fuzz_counters, from_id=fuzz_ids),
+    st.builds(Dead, node_id=fuzz_ids, incarnation=fuzz_counters, from_id=fuzz_ids),
     st.builds(
         Alive,
-        record=st.builds(
-            record, fuzz_ids, incarnation=st.integers(0, 3), version=st.integers(0, 3)
-        ),
+        record=st.builds(record, fuzz_ids, incarnation=fuzz_counters, version=fuzz_counters),
     ),
     st.builds(
         IndirectPing,

@@ -7,10 +7,12 @@ from typing import NoReturn
 
 import typer
 
-from cli.apiclient import api_get
+from cli.apiclient import api_get, api_post
 from cli.common import (
     JSON_OPTION,
     STATE_DIR_OPTION,
+    fail,
+    parse_duration_s,
     print_fields,
     print_json,
     resolve_state_dir,
@@ -36,7 +38,7 @@ def _options(
 
 
 def _state_dir(ctx: typer.Context, local: Path | None) -> Path:
-    return local if local is not None else ctx.obj  # type: ignore[no-any-return]
+    return local if local is not None else ctx.obj
 
 
 @app.command()
@@ -58,11 +60,52 @@ def status(
             ("uptime", f"{body.get('uptime_s', 0):.1f} s"),
             ("version", f"{body.get('version')} (protocol {body.get('protocol_version')})"),
             ("cluster_id", body.get("cluster_id")),
-            ("listen", body.get("listen")),
+            ("serial", body.get("serial")),
+            ("roles", body.get("roles")),
+            ("listening", body.get("listening")),
             ("peers", body.get("peers")),
             ("public_key", body.get("public_key")),
         ]
     )
+
+
+token_app = typer.Typer(help="Join tokens for new nodes.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    ctx: typer.Context,
+    ttl: str = typer.Option("1h", "--ttl", help="Lifetime: 90s, 15m, 1h, 7d."),
+    uses: int = typer.Option(1, "--uses", min=1, help="How many nodes may join with it."),
+    state_dir: Path | None = STATE_DIR_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Create a join token on this node (it must be a cluster admin)."""
+    try:
+        ttl_s = parse_duration_s(ttl)
+    except ValueError as exc:
+        fail(f"--ttl: {exc}")
+    body = api_post(_state_dir(ctx, state_dir), "/v1/tokens", {"ttl_s": ttl_s, "uses": uses})
+    if json_out:
+        print_json(body)
+        return
+    print_fields(
+        [
+            ("token", body["token"]),
+            ("token_id", body.get("token_id")),
+            ("uses", body.get("uses")),
+            ("expires", _utc(body.get("expires_at"))),
+        ]
+    )
+
+
+def _utc(timestamp: int | None) -> str | None:
+    if timestamp is None:
+        return None
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @app.command()

@@ -13,6 +13,7 @@ Conventions (consul / nomad / tailscale):
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -142,3 +143,19 @@ def read_secret_file(path: Path | None, what: str) -> bytes | None:
     if not data or not data[0]:
         fail(f"{what} file {path} is empty")
     return data[0]
+
+
+def parse_duration_s(text: str) -> int:
+    """``90``, ``90s``, ``15m``, ``1h``, ``7d`` -> seconds (ValueError otherwise)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    factor = units.get(text[-1:])
+    number = text[:-1] if factor else text
+    factor = factor or 1
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 1h or 7d") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return int(value * factor)

@@ -6,6 +6,7 @@ Commands: ``join`` (run the node in the foreground), ``identity show|init``,
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +23,7 @@ from cli.common import (
     resolve_state_dir,
     run_app,
 )
+from crypto.tokens import TokenError, parse_token
 from vramancer_node import PROTOCOL_VERSION, __version__
 from vramancer_node.config import (
     PRESETS,
@@ -98,7 +100,8 @@ def join(
     """Run the node in the foreground until SIGINT or SIGTERM."""
     import trio
 
-    from vramancer_node.daemon import run_daemon
+    from vramancer_node.cluster import ClusterStateError
+    from vramancer_node.daemon import StartupError, run_daemon
     from vramancer_node.identity import ensure_state_dir, load_or_create_identity
     from vramancer_node.logs import (
         configure_logging,
@@ -135,11 +138,13 @@ def join(
     if created:
         log.info("created node identity", extra={"state_dir": str(state)})
     if token is not None:
-        # Admission by token arrives with the secure channel; keep it out of logs.
-        log.info("join token supplied", extra={"token_given": True})
+        try:
+            parse_token(token)
+        except TokenError as exc:
+            fail(f"--token: {exc}")
     try:
-        trio.run(run_daemon, config, identity, state)
-    except StateLockedError as exc:
+        trio.run(run_daemon, config, identity, state, token)
+    except (StateLockedError, StartupError, ClusterStateError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted")
@@ -152,19 +157,39 @@ def identity_show(
     passphrase_file: Path | None = PASSPHRASE_OPTION,
 ) -> None:
     """Show this node's id and public key."""
+    from vramancer_node.cluster import ClusterStateError, ClusterStore
+
     state = resolve_state_dir(state_dir)
     identity = _load_identity(state, passphrase_file)
+    try:
+        membership = ClusterStore(state).load()
+    except ClusterStateError as exc:
+        fail(str(exc))
+    certificate = None
+    if membership is not None:
+        cert = membership.cert
+        certificate = {
+            "serial": cert.serial,
+            "node_name": cert.node_name,
+            "roles": list(cert.roles),
+            "not_before": cert.not_before,
+            "not_after": cert.not_after,
+            "encoded": base64.b64encode(membership.certificate).decode("ascii"),
+        }
     body = {
         "node_id": identity.node_id,
         "public_key": identity.public_key_b64,
-        "cluster_id": None,
-        "certificate": None,
+        "cluster_id": membership.cluster_id if membership else None,
+        "certificate": certificate,
         "state_dir": str(state),
     }
     if json_out:
         print_json({"schema": "vramancer.identity.v1", **body})
-    else:
-        print_fields(list(body.items()))
+        return
+    rows = [(k, v) for k, v in body.items() if k != "certificate"]
+    if certificate is not None:
+        rows += [(f"certificate.{k}", v) for k, v in certificate.items() if k != "encoded"]
+    print_fields(rows)
 
 
 @identity_app.command("init")

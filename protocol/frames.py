@@ -113,8 +113,14 @@ class MessageDecoder:
         """Bytes received but not yet part of a whole message."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         self._buffer += data
+
+    def take_pending(self) -> bytes:
+        """Remove and return the bytes not yet part of a message (hand-over to a stream)."""
+        pending = bytes(self._buffer)
+        self._buffer.clear()
+        return pending
 
     def next_message(self) -> bytes | None:
         """The next whole message, or None when more bytes are needed."""

@@ -10,6 +10,7 @@ Endpoints
 ``GET /v1/status``  the node: id, public key, version, uptime, state, network.
 ``GET /healthz``    liveness: the event loop answers (200).
 ``GET /readyz``     readiness: 200 once every service has started, else 503.
+``POST /v1/tokens`` a join token ``{"ttl_s": int, "uses": int}`` (admin nodes only).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from vramancer_node.cluster import TOKEN_TTL_S_DEFAULT, TOKEN_USES_DEFAULT
 from vramancer_node.logs import new_trace_id, trace_id_var
 
 if TYPE_CHECKING:
@@ -35,6 +37,12 @@ _TRACE_ID_RE = re.compile(r"^[0-9a-zA-Z-]{1,64}$")
 def schema_body(schema: str, body: dict[str, Any]) -> dict[str, Any]:
     """Tag an API body with its versioned schema name."""
     return {"schema": schema, **body}
+
+
+def _error(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        schema_body("vramancer.error.v1", {"error": message}), status_code=status_code
+    )
 
 
 def create_app(node: Node) -> Starlette:
@@ -51,14 +59,34 @@ def create_app(node: Node) -> Starlette:
         body = schema_body("vramancer.ready.v1", {"ready": ready, "state": node.state})
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    async def create_token(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the request body is not JSON")
+        if not isinstance(body, dict):
+            return _error(400, "the request body must be a JSON object")
+        ttl_s, uses = body.get("ttl_s", TOKEN_TTL_S_DEFAULT), body.get("uses", TOKEN_USES_DEFAULT)
+        for name, value in (("ttl_s", ttl_s), ("uses", uses)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                return _error(400, f"{name} must be an integer")
+        try:
+            token, info = node.create_token(ttl_s, uses)
+        except PermissionError as exc:
+            return _error(403, str(exc))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(schema_body("vramancer.token.v1", {"token": token, **info}))
+
     app = Starlette(
         routes=[
             Route("/v1/status", status),
+            Route("/v1/tokens", create_token, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ]
     )
-    app.add_middleware(_TraceMiddleware)  # type: ignore[arg-type]
+    app.add_middleware(_TraceMiddleware)
     return app
 
 

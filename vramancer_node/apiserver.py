@@ -67,7 +67,7 @@ async def serve_api(
     *,
     shutdown_trigger: trio.Event,
     grace_s: float,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on the Unix socket ``path`` until ``shutdown_trigger`` is set."""
     sock = bind_unix_socket(path)

@@ -20,18 +20,32 @@ from __future__ import annotations
 
 import signal
 import socket
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from crypto.identity import NodeIdentity
+from crypto.binding import AdmissionGrant, IdentityPayload, JoinRequest
+from crypto.certs import SignedCertificate
+from crypto.identity import NodeIdentity, node_id_from_public_key
+from crypto.noise import KeyPair
 from vramancer_node import PROTOCOL_VERSION, __version__
 from vramancer_node.api import create_app
 from vramancer_node.apiserver import serve_api
+from vramancer_node.cluster import (
+    FOUNDING_TOKEN_TTL_S,
+    FOUNDING_TOKEN_USES,
+    Admin,
+    ClusterStore,
+    Membership,
+)
 from vramancer_node.config import NodeConfig
 from vramancer_node.layout import API_SOCKET_NAME
 from vramancer_node.logs import get_logger, new_trace_id, node_id_var, trace_id_var
+from vramancer_node.net.handshake import Credentials, HandshakeFailed, TrustPolicy
+from vramancer_node.peering import PeerService, join_via, wall_clock
 from vramancer_node.statelock import StateLock
 
 log = get_logger("daemon")
@@ -39,10 +53,26 @@ log = get_logger("daemon")
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class StartupError(Exception):
+    """The node cannot start; the message tells the operator what to do."""
+
+
+def _print_line(text: str) -> None:
+    print(text, flush=True)
+
+
 class Node:
     """A running node: its identity, configuration and the services it owns."""
 
-    def __init__(self, config: NodeConfig, identity: NodeIdentity, state_dir: Path) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: NodeIdentity,
+        state_dir: Path,
+        *,
+        token: str | None = None,
+        announce: Callable[[str], None] = _print_line,
+    ) -> None:
         self.config = config
         self.identity = identity
         self.state_dir = Path(state_dir)
@@ -50,6 +80,25 @@ class Node:
         self.state = "starting"
         self.shutdown_requested = trio.Event()
         self._started_at: float | None = None
+        self._token = token
+        self._announce = announce
+        self.store = ClusterStore(self.state_dir)
+        self.membership: Membership | None = None
+        self.admin: Admin | None = None
+        self.creds = Credentials(
+            identity=identity,
+            noise_static=KeyPair.generate(),  # per process, never stored
+            certificate=None,
+            software_version=__version__,
+            protocol_version=PROTOCOL_VERSION,
+        )
+        self.peers = PeerService(
+            self.creds,
+            self._trust_policy,
+            lambda: self._admit if self.admin is not None else None,
+            listen=config.network.listen,
+            timeout_s=config.network.connect_timeout_s,
+        )
 
     @property
     def api_socket_path(self) -> Path:
@@ -66,6 +115,7 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         """The body of ``GET /v1/status`` (schema ``vramancer.status.v1``)."""
+        cert = self.membership.cert if self.membership is not None else None
         return {
             "node_id": self.identity.node_id,
             "name": self.name,
@@ -74,9 +124,14 @@ class Node:
             "protocol_version": PROTOCOL_VERSION,
             "state": self.state,
             "uptime_s": round(self.uptime_s(), 3),
-            "cluster_id": None,
+            "cluster_id": self.membership.cluster_id if self.membership else None,
+            "serial": cert.serial if cert else None,
+            "roles": list(cert.roles) if cert else [],
+            "admin": self.admin is not None,
             "preset": self.config.preset,
             "listen": self.config.network.listen,
+            "listening": list(self.peers.bound),
+            "handshakes": dict(sorted(self.peers.handshakes.items())),
             "peers": list(self.config.network.peers),
             "mdns": self.config.discovery.mdns,
             "state_dir": str(self.state_dir),
@@ -85,22 +140,160 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every service until :attr:`shutdown_requested` is set."""
         self._started_at = trio.current_time()
+        if self.membership is None:
+            await self.become_member()
         async with trio.open_nursery() as nursery:
+            # The API drains on its own when shutdown is requested (it watches the
+            # same event); the other services are cancelled then.
             await nursery.start(self._serve_api)
-            self.state = "running"
-            log.info(
-                "node running",
-                extra={"node_name": self.name, "api_socket": str(self.api_socket_path)},
+            async with trio.open_nursery() as services:
+                await services.start(self.peers.serve)
+                self.state = "running"
+                log.info(
+                    "node running",
+                    extra={"node_name": self.name, "api_socket": str(self.api_socket_path)},
+                )
+                task_status.started()
+                for address in self.config.network.peers:
+                    services.start_soon(self._greet, address)
+                await self.shutdown_requested.wait()
+                self.state = "stopping"
+                log.info("node stopping")
+                services.cancel_scope.cancel()
+
+    # -- membership -----------------------------------------------------------
+
+    def _trust_policy(self) -> TrustPolicy | None:
+        if self.membership is None:
+            return None
+        return TrustPolicy(
+            ca_pubkey=self.membership.ca_pubkey,
+            revoked_serials=self.membership.revoked_serials,
+            now=wall_clock,
+        )
+
+    def _admit(self, request: JoinRequest, peer: IdentityPayload, h: bytes) -> AdmissionGrant:
+        assert self.admin is not None
+        grant = self.admin.admit(request, peer, h, wall_clock())
+        self.membership = self.admin.membership
+        cert = SignedCertificate.decode(grant.certificate).unverified_certificate
+        log.info(
+            "admitted node",
+            extra={
+                "peer_node_id": node_id_from_public_key(peer.identity_pubkey),
+                "peer_name": request.node_name,
+                "peer_serial": cert.serial,
+            },
+        )
+        return grant
+
+    def _use_membership(self, membership: Membership) -> None:
+        self.membership = membership
+        self.creds = replace(self.creds, certificate=membership.certificate)
+        self.peers.creds = self.creds
+        ca = self.store.load_ca()
+        self.admin = Admin(self.store, ca, membership) if ca is not None else None
+
+    async def become_member(self) -> None:
+        """Load our membership, or found a cluster, or join one with the token."""
+        membership = self.store.load()
+        if membership is None and self.config.network.peers:
+            membership = await self._join()
+        elif membership is None:
+            membership = self.store.found(self.identity, self.name, wall_clock())
+            self._use_membership(membership)
+            assert self.admin is not None
+            token, _ = self.admin.create_token(
+                wall_clock(), FOUNDING_TOKEN_TTL_S, FOUNDING_TOKEN_USES
             )
-            task_status.started()
-            await self.shutdown_requested.wait()
-            self.state = "stopping"
-            log.info("node stopping")
-            # The API server drains on its own (it watches the same event); the
-            # other services have nothing to flush yet.
+            log.info("founded cluster", extra={"cluster_id": membership.cluster_id})
+            self._announce(
+                f"Founded cluster {membership.cluster_id}. Join other nodes within the hour "
+                f"(up to {FOUNDING_TOKEN_USES}) with:\n"
+                f"  vramancer-node join --peer <this-host>:<port> --token {token}"
+            )
+        self._use_membership(membership)
+        log.info(
+            "cluster member",
+            extra={
+                "cluster_id": membership.cluster_id,
+                "serial": membership.cert.serial,
+                "roles": list(membership.cert.roles),
+            },
+        )
+
+    async def _join(self) -> Membership:
+        if self._token is None:
+            raise StartupError(
+                f"this node is not a member of a cluster yet: pass --token TOKEN "
+                f"(from `vramancer token create` on an admin) to join via "
+                f"{', '.join(self.config.network.peers)}"
+            )
+        failures = []
+        for address in self.config.network.peers:
+            try:
+                admission = await join_via(
+                    address,
+                    self.creds,
+                    self._token,
+                    self.name,
+                    self.config.network.connect_timeout_s,
+                )
+            except trio.TooSlowError:
+                failures.append(f"{address}: timed out")
+                continue
+            except HandshakeFailed as exc:
+                failures.append(f"{address}: {exc}")
+                continue
+            except OSError as exc:
+                failures.append(f"{address}: {exc.strerror or exc}")
+                continue
+            membership = Membership(
+                ca_pubkey=admission.ca_pubkey,
+                certificate=admission.certificate,
+                gossip_keys=(admission.gossip_key,),
+            )
+            self.store.save(membership)
+            log.info(
+                "admitted to cluster",
+                extra={
+                    "cluster_id": membership.cluster_id,
+                    "serial": admission.serial,
+                    "by_node_id": admission.peer.node_id,
+                    "by_serial": admission.peer.certificate.serial
+                    if admission.peer.certificate
+                    else None,
+                    "by_address": address,
+                },
+            )
+            return membership
+        raise StartupError("could not join the cluster: " + "; ".join(failures))
+
+    async def _greet(self, address: str) -> None:
+        """Authenticate to a configured peer once (membership takes over later)."""
+        try:
+            await self.peers.connect(address)
+        except trio.TooSlowError:
+            log.warning("peer did not answer in time", extra={"peer_address": address})
+        except (HandshakeFailed, OSError, trio.BrokenResourceError) as exc:
+            log.warning(
+                "could not authenticate peer", extra={"peer_address": address, "detail": str(exc)}
+            )
+
+    # -- API ------------------------------------------------------------------
+
+    def create_token(self, ttl_s: int, uses: int) -> tuple[str, dict[str, Any]]:
+        """Make a join token (admins only; raises PermissionError otherwise)."""
+        if self.admin is None:
+            raise PermissionError(
+                "this node cannot create tokens: it is not a cluster admin (holds no CA key)"
+            )
+        text, info = self.admin.create_token(wall_clock(), ttl_s, uses)
+        log.info("join token created", extra=info)
+        return text, info
 
     async def _serve_api(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         await serve_api(
             create_app(self),
@@ -121,7 +314,9 @@ async def _watch_signals(node: Node, signals: Any, cancel_scope: trio.CancelScop
         node.shutdown_requested.set()
 
 
-async def run_daemon(config: NodeConfig, identity: NodeIdentity, state_dir: Path) -> None:
+async def run_daemon(
+    config: NodeConfig, identity: NodeIdentity, state_dir: Path, token: str | None = None
+) -> None:
     """Run a node in the foreground until SIGINT or SIGTERM."""
     node_id_var.set(identity.node_id)
     if trace_id_var.get() == "-":  # the CLI normally set the run's trace id already
@@ -129,7 +324,9 @@ async def run_daemon(config: NodeConfig, identity: NodeIdentity, state_dir: Path
     lock = StateLock(state_dir)
     lock.acquire()
     try:
-        node = Node(config, identity, state_dir)
+        node = Node(config, identity, state_dir, token=token)
+        # Outside any nursery, so a StartupError reaches the CLI unwrapped.
+        await node.become_member()
         # Handlers go in before any service starts, so no signal is ever missed.
         with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
             async with trio.open_nursery() as nursery:

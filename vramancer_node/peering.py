@@ -1,0 +1,199 @@
+"""Peer connections of a running node: the TCP listener and outgoing sessions.
+
+Theory of operation
+-------------------
+The listener accepts TCP connections on ``network.listen`` and runs the responder
+side of :mod:`vramancer_node.net.handshake` for each, under a deadline of
+``network.connect_timeout_s``.  Outgoing sessions run the initiator side.  Every
+outcome is counted in :attr:`PeerService.handshakes` (``ok`` or the failure
+reason) and logged with the peer's address; an authenticated peer is logged with
+its node id and certificate serial.
+
+Until the membership and runtime services exist, a session ends right after the
+handshake: it proves both sides are who they claim and that they belong together.
+
+Error handling
+--------------
+A connection that fails in any way — garbage, a stall, a refused certificate, a
+dropped socket — is closed and counted; the listener keeps serving everyone else.
+Only ``trio.Cancelled`` (shutdown) passes through.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from crypto.noise.errors import NoiseError
+from protocol.errors import RemoteProtocolError
+from vramancer_node.config import parse_hostport
+from vramancer_node.logs import get_logger
+from vramancer_node.net.handshake import (
+    Admission,
+    Admitter,
+    AuthenticatedPeer,
+    Credentials,
+    HandshakeFailed,
+    TrustPolicy,
+    exchange_verdicts,
+    noise_handshake,
+    request_admission,
+    respond,
+)
+
+log = get_logger("peering")
+
+CONNECTION_ERRORS = (
+    HandshakeFailed,
+    RemoteProtocolError,
+    NoiseError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+)
+
+
+def wall_clock() -> float:
+    """Unix time, for certificate validity (trio's clock is monotonic)."""
+    return time.time()
+
+
+class PeerService:
+    """Accepts and opens authenticated sessions with other members."""
+
+    def __init__(
+        self,
+        creds: Credentials,
+        policy: Callable[[], TrustPolicy | None],
+        admitter: Callable[[], Admitter | None],
+        *,
+        listen: str,
+        timeout_s: float,
+    ) -> None:
+        self.creds = creds
+        self._policy = policy
+        self._admitter = admitter
+        self.listen = listen
+        self.timeout_s = timeout_s
+        self.handshakes: collections.Counter[str] = collections.Counter()
+        self.bound: list[str] = []
+
+    def _count(self, outcome: str) -> None:
+        self.handshakes[outcome] += 1
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        host, port = parse_hostport(self.listen)
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        self.bound = [_format(listener.socket.getsockname()) for listener in listeners]
+        log.info("listening for peers", extra={"addresses": self.bound})
+        task_status.started(self.bound)
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        address = _peer_address(stream)
+        try:
+            with trio.fail_after(self.timeout_s):
+                peer = await self._accept(stream)
+            self._count("ok")
+            log.info(
+                "authenticated peer",
+                extra={
+                    "peer_node_id": peer.node_id,
+                    "peer_serial": _serial(peer),
+                    "peer_address": address,
+                },
+            )
+        except trio.TooSlowError:
+            self._count("timeout")
+            log.warning(
+                "handshake timed out", extra={"peer_address": address, "timeout_s": self.timeout_s}
+            )
+        except CONNECTION_ERRORS as exc:
+            reason = exc.reason if isinstance(exc, HandshakeFailed) else type(exc).__name__
+            self._count(reason)
+            log.warning(
+                "refused connection",
+                extra={"peer_address": address, "reason": reason, "detail": str(exc)},
+            )
+        except Exception:
+            self._count("internal_error")
+            log.exception("connection handler failed", extra={"peer_address": address})
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+
+    async def _accept(self, stream: trio.SocketStream) -> AuthenticatedPeer:
+        policy = self._policy()
+        if policy is None:
+            raise HandshakeFailed("not_member", "this node has not joined a cluster yet")
+        secure, payload, h = await noise_handshake(stream, self.creds, initiator=False)
+        peer = await respond(secure, payload, h, self.creds, policy, self._admitter())
+        await secure.aclose()
+        return peer
+
+    async def connect(self, address: str) -> AuthenticatedPeer:
+        """Open a member session to ``address`` (HOST:PORT) and authenticate it."""
+        policy = self._policy()
+        if policy is None:
+            raise HandshakeFailed("not_member", "this node has not joined a cluster yet")
+        host, port = parse_hostport(address)
+        with trio.fail_after(self.timeout_s):
+            stream = await trio.open_tcp_stream(host, port)
+            try:
+                secure, payload, h = await noise_handshake(stream, self.creds, initiator=True)
+                peer = await exchange_verdicts(secure, payload, h, self.creds, policy)
+                await secure.aclose()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+        self._count("ok")
+        log.info(
+            "authenticated peer",
+            extra={
+                "peer_node_id": peer.node_id,
+                "peer_serial": _serial(peer),
+                "peer_address": address,
+            },
+        )
+        return peer
+
+
+async def join_via(
+    address: str, creds: Credentials, token: str, node_name: str, timeout_s: float
+) -> Admission:
+    """Ask the admin at ``address`` to admit us with ``token``."""
+    host, port = parse_hostport(address)
+    with trio.fail_after(timeout_s):
+        stream = await trio.open_tcp_stream(host, port)
+        try:
+            secure, payload, h = await noise_handshake(stream, creds, initiator=True)
+            admission = await request_admission(
+                secure, payload, h, creds, token, node_name, wall_clock
+            )
+            await secure.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+    return admission
+
+
+def _serial(peer: AuthenticatedPeer) -> int | None:
+    return peer.certificate.serial if peer.certificate is not None else None
+
+
+def _format(sockname: Any) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _peer_address(stream: trio.SocketStream) -> str:
+    try:
+        return _format(stream.socket.getpeername())
+    except OSError:
+        return "?"

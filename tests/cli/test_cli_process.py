@@ -23,6 +23,8 @@ def start_node(state_dir: Path, env: dict[str, str], *extra: str) -> subprocess.
             "local",
             "--log-format",
             "json",
+            "--listen",
+            "127.0.0.1:0",
             *extra,
         ],
         stdout=subprocess.PIPE,

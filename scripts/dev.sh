@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Developer entry point: set up, run the demo, run the tests.
 #
-#   scripts/dev.sh demo    set everything up, start a node, show its status, stop it
+#   scripts/dev.sh demo    set everything up, found a cluster, join a second node, show both
 #   scripts/dev.sh test    set everything up, run every quality gate and the test suite
 #   scripts/dev.sh setup   only set up (.venv with the package, its test tools, CPU torch)
 #
@@ -52,29 +52,49 @@ setup() {
   fi
 }
 
-demo() {
-  local state log pid
-  state=$(mktemp -d /tmp/vramancer-demo.XXXXXX)
-  log="$state/node.log"
-  say "starting a node: vramancer-node join --state-dir $state --preset local"
-  "$VENV/bin/vramancer-node" join --state-dir "$state" --preset local --log-format text \
-    >"$log" 2>&1 &
-  pid=$!
-  trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$state"' EXIT
-  for _ in $(seq 1 100); do
-    [ -S "$state/api.sock" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; say "the node did not start"; exit 1; }
+start_node() {  # start_node NAME STATE_DIR [join args...]: background node, waits for its API
+  local name=$1 state=$2
+  shift 2
+  "$VENV/bin/vramancer-node" join --state-dir "$state" --preset local --name "$name" \
+    --listen 127.0.0.1:0 --log-format text "$@" >"$state.out" 2>"$state.log" &
+  echo $! >"$state.pid"
+  for _ in $(seq 1 150); do
+    [ -S "$state/api.sock" ] && return 0
+    kill -0 "$(cat "$state.pid")" 2>/dev/null || { cat "$state.out" "$state.log" >&2; say "$name did not start"; exit 1; }
     sleep 0.1
   done
-  say "vramancer --state-dir $state status"
-  "$VENV/bin/vramancer" --state-dir "$state" status
-  say "vramancer --state-dir $state status --json"
-  "$VENV/bin/vramancer" --state-dir "$state" status --json
-  say "stopping the node (SIGTERM)"
-  kill -TERM "$pid"
-  wait "$pid"
-  trap 'rm -rf "$state"' EXIT
-  cat "$log" >&2
+  say "$name did not start within 15 s"; exit 1
+}
+
+stop_node() {
+  local state=$1 pid
+  pid=$(cat "$state.pid" 2>/dev/null) || return 0
+  kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -f "$state.pid"
+}
+
+demo() {
+  local token address
+  root=$(mktemp -d /tmp/vramancer-demo.XXXXXX)
+  founder="$root/founder"
+  joiner="$root/joiner"
+  trap 'stop_node "${joiner:-}"; stop_node "${founder:-}"; rm -rf "${root:-}"' EXIT
+  say "node 1 founds a cluster: vramancer-node join --name founder"
+  start_node founder "$founder"
+  cat "$founder.out"
+  token=$(grep -o 'vrm1\.[^ ]*' "$founder.out")
+  address=$("$VENV/bin/vramancer" --state-dir "$founder" status --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["listening"][0])')
+  say "node 2 joins it: vramancer-node join --name joiner --peer $address --token <token>"
+  start_node joiner "$joiner" --peer "$address" --token "$token"
+  say "vramancer status (node 1)"
+  "$VENV/bin/vramancer" --state-dir "$founder" status
+  say "vramancer status --json (node 2)"
+  "$VENV/bin/vramancer" --state-dir "$joiner" status --json
+  say "stopping both nodes (SIGTERM)"
+  stop_node "$joiner"
+  stop_node "$founder"
+  say "node 2's log"
+  cat "$joiner.log" >&2
   say "demo finished"
 }
 

@@ -22,14 +22,17 @@ Only ``trio.Cancelled`` (shutdown) passes through.
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
 
 from crypto.noise.errors import NoiseError
 from protocol.errors import RemoteProtocolError
+from protocol.frames import ControlFrame, EndOfStream
+from protocol.session import SERVICE_HELLO, decode_session_open, encode_session_open
 from vramancer_node.config import parse_hostport
 from vramancer_node.logs import get_logger
 from vramancer_node.net.handshake import (
@@ -44,6 +47,7 @@ from vramancer_node.net.handshake import (
     request_admission,
     respond,
 )
+from vramancer_node.net.securestream import SecureStream
 
 log = get_logger("peering")
 
@@ -55,6 +59,12 @@ CONNECTION_ERRORS = (
     trio.ClosedResourceError,
     OSError,
 )
+
+
+SESSION_TIMEOUT_S = 30.0
+"""Longest a service may hold a session open (push-pull, checkpoint exchange)."""
+
+SessionHandler = Callable[[AuthenticatedPeer, SecureStream, bytes], Awaitable[None]]
 
 
 def wall_clock() -> float:
@@ -81,6 +91,7 @@ class PeerService:
         self.timeout_s = timeout_s
         self.handshakes: collections.Counter[str] = collections.Counter()
         self.bound: list[str] = []
+        self._handlers: dict[str, SessionHandler] = {}
 
     def _count(self, outcome: str) -> None:
         self.handshakes[outcome] += 1
@@ -95,11 +106,15 @@ class PeerService:
         task_status.started(self.bound)
         await trio.serve_listeners(self._handle, listeners)
 
+    def register(self, service: str, handler: SessionHandler) -> None:
+        """Serve sessions opened for ``service`` with ``handler(peer, stream, body)``."""
+        self._handlers[service] = handler
+
     async def _handle(self, stream: trio.SocketStream) -> None:
         address = _peer_address(stream)
         try:
             with trio.fail_after(self.timeout_s):
-                peer = await self._accept(stream)
+                peer, secure, joined = await self._accept(stream)
             self._count("ok")
             log.info(
                 "authenticated peer",
@@ -109,6 +124,9 @@ class PeerService:
                     "peer_address": address,
                 },
             )
+            if not joined:
+                await self._serve_session(peer, secure, address)
+            await secure.aclose()
         except trio.TooSlowError:
             self._count("timeout")
             log.warning(
@@ -128,31 +146,40 @@ class PeerService:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
 
-    async def _accept(self, stream: trio.SocketStream) -> AuthenticatedPeer:
+    async def _accept(
+        self, stream: trio.SocketStream
+    ) -> tuple[AuthenticatedPeer, SecureStream, bool]:
         policy = self._policy()
         if policy is None:
             raise HandshakeFailed("not_member", "this node has not joined a cluster yet")
         secure, payload, h = await noise_handshake(stream, self.creds, initiator=False)
         peer = await respond(secure, payload, h, self.creds, policy, self._admitter())
-        await secure.aclose()
-        return peer
+        return peer, secure, payload.certificate is None
+
+    async def _serve_session(
+        self, peer: AuthenticatedPeer, secure: SecureStream, address: str
+    ) -> None:
+        """Read the service the initiator asked for and hand the stream to its handler."""
+        with trio.fail_after(SESSION_TIMEOUT_S):
+            frame = await secure.receive_frame()
+            if isinstance(frame, EndOfStream):
+                return  # a greeting
+            if not isinstance(frame, ControlFrame):
+                raise RemoteProtocolError(f"expected a session open, got {type(frame).__name__}")
+            opened = decode_session_open(frame.payload)
+            handler = self._handlers.get(opened.service)
+            if handler is None:
+                self._count("unknown_service")
+                log.warning(
+                    "unknown service", extra={"peer_address": address, "service": opened.service}
+                )
+                return
+            await handler(peer, secure, opened.body)
 
     async def connect(self, address: str) -> AuthenticatedPeer:
-        """Open a member session to ``address`` (HOST:PORT) and authenticate it."""
-        policy = self._policy()
-        if policy is None:
-            raise HandshakeFailed("not_member", "this node has not joined a cluster yet")
-        host, port = parse_hostport(address)
-        with trio.fail_after(self.timeout_s):
-            stream = await trio.open_tcp_stream(host, port)
-            try:
-                secure, payload, h = await noise_handshake(stream, self.creds, initiator=True)
-                peer = await exchange_verdicts(secure, payload, h, self.creds, policy)
-                await secure.aclose()
-            finally:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
-        self._count("ok")
+        """Greet ``address`` (HOST:PORT): authenticate both ways, then close."""
+        async with self.open_session(address, SERVICE_HELLO) as (peer, _secure):
+            pass
         log.info(
             "authenticated peer",
             extra={
@@ -162,6 +189,30 @@ class PeerService:
             },
         )
         return peer
+
+    @contextlib.asynccontextmanager
+    async def open_session(
+        self, address: str, service: str, body: bytes = b""
+    ) -> AsyncIterator[tuple[AuthenticatedPeer, SecureStream]]:
+        """An authenticated session to ``address`` for ``service`` (a greeting for hello)."""
+        policy = self._policy()
+        if policy is None:
+            raise HandshakeFailed("not_member", "this node has not joined a cluster yet")
+        host, port = parse_hostport(address)
+        with trio.fail_after(self.timeout_s):
+            stream = await trio.open_tcp_stream(host, port)
+        try:
+            with trio.fail_after(self.timeout_s):
+                secure, payload, h = await noise_handshake(stream, self.creds, initiator=True)
+                peer = await exchange_verdicts(secure, payload, h, self.creds, policy)
+                if service != SERVICE_HELLO:
+                    await secure.send_control(encode_session_open(service, body))
+            self._count("ok")
+            yield peer, secure
+            await secure.aclose()
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
 
 
 async def join_via(

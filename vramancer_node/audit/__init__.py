@@ -1,0 +1,66 @@
+"""The node's audit log: signed, hash-chained records in LMDB, RFC 6962 Merkle proofs,
+C2SP checkpoints cosigned by the other members.
+
+Theory of operation
+-------------------
+The cryptography is pure and lives in :mod:`crypto.audit` and :mod:`crypto.merkle`;
+this package is the I/O shell around it, one concept per module:
+
+* :mod:`~vramancer_node.audit.kinds` — the record kinds and their body fields;
+* :mod:`~vramancer_node.audit.layout` — files, databases and key encodings;
+* :mod:`~vramancer_node.audit.view` — consistent read-only views of a log;
+* :mod:`~vramancer_node.audit.store` — the LMDB store: group commit, map growth, the
+  read-only opener for stopped nodes;
+* :mod:`~vramancer_node.audit.writer` — the dedicated writer thread;
+* :mod:`~vramancer_node.audit.service` — the trio service the daemon runs;
+* :mod:`~vramancer_node.audit.refused` — aggregating refused handshakes;
+* :mod:`~vramancer_node.audit.verify` — end-to-end verification naming the first bad
+  record;
+* :mod:`~vramancer_node.audit.documents` — the JSON documents (API, CLI, export);
+* :mod:`~vramancer_node.audit.routes` — the HTTP endpoints;
+* :mod:`~vramancer_node.audit.cosign` — checkpoint exchange and cosigning with peers;
+* :mod:`~vramancer_node.audit.errors` — the exception tree.
+"""
+
+from __future__ import annotations
+
+from vramancer_node.audit.cosign import ExchangeResult, Witness, exchange_checkpoints, witness_name
+from vramancer_node.audit.errors import (
+    AuditClosedError,
+    AuditStoreError,
+    StoreBusyError,
+    StoreCorruptError,
+    StoreFullError,
+    StoreMismatchError,
+    StoreMissingError,
+)
+from vramancer_node.audit.routes import audit_routes
+from vramancer_node.audit.service import AuditService, AuditSettings
+from vramancer_node.audit.store import AuditStore, open_readonly, open_store
+from vramancer_node.audit.verify import VerifyReport, verify_log
+from vramancer_node.audit.view import AuditReader, LogView, StoredCheckpoint
+
+__all__ = [
+    "AuditClosedError",
+    "AuditReader",
+    "AuditService",
+    "AuditSettings",
+    "AuditStore",
+    "AuditStoreError",
+    "ExchangeResult",
+    "LogView",
+    "StoreBusyError",
+    "StoreCorruptError",
+    "StoreFullError",
+    "StoreMismatchError",
+    "StoreMissingError",
+    "StoredCheckpoint",
+    "VerifyReport",
+    "Witness",
+    "audit_routes",
+    "exchange_checkpoints",
+    "open_readonly",
+    "open_store",
+    "verify_log",
+    "witness_name",
+]

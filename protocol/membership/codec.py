@@ -21,7 +21,7 @@ in the positional order below (arrays, not maps, to keep datagrams small)::
 
     record  [node_id, incarnation, version, [address...], [role...], software_version,
              protocol_version, [device...], [[peer, rtt_ms]...],
-             [[peer, bytes_per_s]...], health, drain]
+             [[peer, bytes_per_s]...], health, drain, name]
     device  [kind, name, memory_total_bytes, memory_free_bytes, compute_tflops]
 
 Decoding is strict: exact arity, exact types (an int is not a float, a bool is not an
@@ -141,6 +141,7 @@ def _record_to_wire(record: MemberRecord) -> list[Any]:
         [list(pair) for pair in record.bandwidth_bytes_per_s],
         record.health,
         record.drain,
+        record.name,
     ]
 
 
@@ -246,7 +247,7 @@ def _address(value: object, where: str) -> str:
 
 
 def _record(value: object, where: str) -> MemberRecord:
-    fields = _array(value, where, 12)
+    fields = _array(value, where, 13)
     devices = tuple(
         _device(item, f"{where}.devices[{index}]")
         for index, item in enumerate(_array(fields[7], f"{where}.devices"))
@@ -265,6 +266,7 @@ def _record(value: object, where: str) -> MemberRecord:
             bandwidth_bytes_per_s=fields[9],
             health=fields[10],
             drain=fields[11],
+            name=fields[12],
         )
     except (ValueError, TypeError) as exc:
         raise RemoteProtocolError(f"{where}: {exc}") from exc

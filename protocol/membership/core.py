@@ -95,6 +95,7 @@ LOCAL_FIELDS_CALLER_OWNS = frozenset(
         "software_version",
         "protocol_version",
         "devices",
+        "name",
         "bandwidth_bytes_per_s",
         "drain",
     }

@@ -37,6 +37,8 @@ ADDRESS_CHARS_MAX = 64
 """``host:port``; a bracketed IPv6 address with port fits."""
 ROLES_MAX = 8
 ROLE_CHARS_MAX = 32
+NAME_CHARS_MAX = 64
+"""Longest node name (the certificate allows the same)."""
 SOFTWARE_VERSION_CHARS_MAX = 32
 DEVICES_MAX = 16
 DEVICE_NAME_CHARS_MAX = 64
@@ -174,6 +176,8 @@ class MemberRecord:
     """Lifeguard awareness score of the member (0 = healthy); ``None`` if unpublished."""
     drain: bool = False
     """True when the operator asked the member to take no new work."""
+    name: str | None = None
+    """Human-readable node name (``--name``, default the host name); ``None`` if unset."""
 
     def __post_init__(self) -> None:
         _check_str("node_id", self.node_id, NODE_ID_CHARS_MAX)
@@ -185,6 +189,8 @@ class MemberRecord:
         for index, address in enumerate(self.addresses):
             check_address(f"addresses[{index}]", address)
         _check_str_tuple("roles", self.roles, ROLES_MAX, ROLE_CHARS_MAX)
+        if self.name is not None:
+            _check_str("name", self.name, NAME_CHARS_MAX)
         if self.software_version is not None:
             _check_str("software_version", self.software_version, SOFTWARE_VERSION_CHARS_MAX)
         _check_optional_int("protocol_version", self.protocol_version, 0, PROTOCOL_VERSION_MAX)

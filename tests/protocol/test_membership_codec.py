@@ -206,7 +206,7 @@ def test_the_wire_format_is_pinned() -> None:
     assert encode(Ack(seq_no=300)) == bytes.fromhex("019203cd012c")
     record = MemberRecord(node_id="n", addresses=("h:1",))
     assert encode(Alive(record=record)) == bytes.fromhex(
-        "0192069ca16e000091a3683a3190c0c0909090c0c2"
+        "0192069da16e000091a3683a3190c0c0909090c0c2c0"
     )
 
 
@@ -229,7 +229,7 @@ def test_the_datagram_budget_leaves_room_for_the_seal() -> None:
     assert DATAGRAM_PLAINTEXT_BYTES_MAX == 1400 - 24 - 16
 
 
-GOOD_RECORD = ["n", 0, 0, ["h:1"], [], None, None, [], [], [], None, False]
+GOOD_RECORD = ["n", 0, 0, ["h:1"], [], None, None, [], [], [], None, False, None]
 
 
 def record_with(index: int, value: object) -> list[object]:
@@ -275,7 +275,7 @@ def record_with(index: int, value: object) -> list[object]:
         (wire(6, record_with(8, [["a", float("nan")]])), "rtt_ms.0. value must be a finite"),
         (wire(6, record_with(10, 64)), "health must be an int in"),
         (wire(6, record_with(11, 1)), "drain must be a bool"),
-        (wire(6, GOOD_RECORD[:-1]), "ALIVE.record: expected an array of 12 items"),
+        (wire(6, GOOD_RECORD[:-1]), "ALIVE.record: expected an array of 13 items"),
         (wire(8, False, False, [[GOOD_RECORD, 0], [GOOD_RECORD, 1]]), "listed twice"),
         (wire(8, False, False, [[GOOD_RECORD, 4]]), r"members\[0\]: expected an int in \[0, 3\]"),
         (wire(8, 0, False, []), "PUSH_PULL.join: expected a bool"),

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
 from cli.apiclient import api_get, api_post
 from cli.common import (
+    EXIT_NO_MATCH,
+    EXIT_OK,
     JSON_OPTION,
     STATE_DIR_OPTION,
     fail,
     parse_duration_s,
     print_fields,
     print_json,
+    print_table,
     resolve_state_dir,
     run_app,
 )
@@ -67,6 +71,78 @@ def status(
             ("public_key", body.get("public_key")),
         ]
     )
+
+
+PEER_COLUMNS = (
+    "NODE",
+    "NAME",
+    "ADDRESS",
+    "STATUS",
+    "ROLES",
+    "DEVICES",
+    "MEM FREE/TOTAL",
+    "RTT",
+    "VERSION",
+)
+
+
+@app.command()
+def peers(
+    ctx: typer.Context,
+    status_filter: str | None = typer.Option(
+        None,
+        "--status",
+        help="Only members whose status matches this regex (alive|suspect|dead|left).",
+    ),
+    state_dir: Path | None = STATE_DIR_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> int:
+    """The members of the cluster as this node sees them."""
+    pattern = None
+    if status_filter is not None:
+        try:
+            pattern = re.compile(status_filter)
+        except re.error as exc:
+            fail(f"--status: not a regular expression: {exc}")
+    body = api_get(_state_dir(ctx, state_dir), "/v1/cluster/peers")
+    members = body["members"]
+    if pattern is not None:
+        members = [m for m in members if pattern.search(m["status"])]
+    if json_out:
+        print_json({**body, "members": members})
+    else:
+        print_table(PEER_COLUMNS, [_peer_row(m) for m in members])
+    if pattern is not None and not members:
+        return EXIT_NO_MATCH
+    return EXIT_OK
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024:
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} TiB"
+
+
+def _peer_row(member: dict[str, Any]) -> list[Any]:
+    devices = member.get("devices") or []
+    kinds = ",".join(sorted({f"{d['kind']}" for d in devices})) or "-"
+    rtt = member.get("rtt_s")
+    return [
+        member["node_id"][:12],
+        member.get("name") or "-",
+        member.get("address"),
+        member["status"] + (" (self)" if member.get("local") else ""),
+        ",".join(member.get("roles") or []) or "-",
+        f"{len(devices)} {kinds}" if devices else "-",
+        f"{_bytes(member.get('memory_free_bytes'))} / {_bytes(member.get('memory_total_bytes'))}",
+        "-" if rtt is None else f"{rtt * 1000:.1f} ms",
+        member.get("version") or "-",
+    ]
 
 
 token_app = typer.Typer(help="Join tokens for new nodes.", no_args_is_help=True)

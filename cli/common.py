@@ -92,7 +92,7 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
             table.add_row(*row)
         Console().print(table)
         return
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     for row in [list(columns), *cells]:
         sys.stdout.write(
             "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"

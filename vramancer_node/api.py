@@ -11,6 +11,7 @@ Endpoints
 ``GET /healthz``    liveness: the event loop answers (200).
 ``GET /readyz``     readiness: 200 once every service has started, else 503.
 ``POST /v1/tokens`` a join token ``{"ttl_s": int, "uses": int}`` (admin nodes only).
+``GET /v1/cluster/peers``  every member this node knows, with its state and devices.
 """
 
 from __future__ import annotations
@@ -78,9 +79,13 @@ def create_app(node: Node) -> Starlette:
             return _error(400, str(exc))
         return JSONResponse(schema_body("vramancer.token.v1", {"token": token, **info}))
 
+    async def peers(request: Request) -> Response:
+        return JSONResponse(schema_body("vramancer.peers.v1", {"members": node.peers_view()}))
+
     app = Starlette(
         routes=[
             Route("/v1/status", status),
+            Route("/v1/cluster/peers", peers),
             Route("/v1/tokens", create_token, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -21,7 +21,8 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict as dataclass_to_dict
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,10 @@ import trio
 
 from crypto.binding import AdmissionGrant, IdentityPayload, JoinRequest
 from crypto.certs import SignedCertificate
+from crypto.gossip import Keyring
 from crypto.identity import NodeIdentity, node_id_from_public_key
 from crypto.noise import KeyPair
+from protocol.membership import MemberRecord, MembershipTiming
 from vramancer_node import PROTOCOL_VERSION, __version__
 from vramancer_node.api import create_app
 from vramancer_node.apiserver import serve_api
@@ -41,9 +44,11 @@ from vramancer_node.cluster import (
     ClusterStore,
     Membership,
 )
-from vramancer_node.config import NodeConfig
+from vramancer_node.config import NodeConfig, parse_hostport
+from vramancer_node.discovery import _local_ipv4_addresses
 from vramancer_node.layout import API_SOCKET_NAME
 from vramancer_node.logs import get_logger, new_trace_id, node_id_var, trace_id_var
+from vramancer_node.membership import MembershipService
 from vramancer_node.net.handshake import Credentials, HandshakeFailed, TrustPolicy
 from vramancer_node.peering import PeerService, join_via, wall_clock
 from vramancer_node.statelock import StateLock
@@ -51,6 +56,8 @@ from vramancer_node.statelock import StateLock
 log = get_logger("daemon")
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LEAVE_GRACE_S = 1.0
+"""Time the goodbye gossip gets at shutdown."""
 
 
 class StartupError(Exception):
@@ -84,6 +91,7 @@ class Node:
         self._announce = announce
         self.store = ClusterStore(self.state_dir)
         self.membership: Membership | None = None
+        self.gossip: MembershipService | None = None
         self.admin: Admin | None = None
         self.creds = Credentials(
             identity=identity,
@@ -148,6 +156,8 @@ class Node:
             await nursery.start(self._serve_api)
             async with trio.open_nursery() as services:
                 await services.start(self.peers.serve)
+                self.gossip = self._membership_service()
+                await services.start(self.gossip.run)
                 self.state = "running"
                 log.info(
                     "node running",
@@ -159,6 +169,8 @@ class Node:
                 await self.shutdown_requested.wait()
                 self.state = "stopping"
                 log.info("node stopping")
+                with trio.move_on_after(LEAVE_GRACE_S):
+                    await self.gossip.leave()
                 services.cancel_scope.cancel()
 
     # -- membership -----------------------------------------------------------
@@ -279,6 +291,73 @@ class Node:
             log.warning(
                 "could not authenticate peer", extra={"peer_address": address, "detail": str(exc)}
             )
+
+    def advertised_address(self) -> str:
+        """Where other members reach us: ``network.advertise``, else listen host + bound port."""
+        if self.config.network.advertise:
+            return self.config.network.advertise
+        host, _ = parse_hostport(self.config.network.listen)
+        _, port = parse_hostport(self.peers.bound[0])
+        if host in ("", "0.0.0.0", "::"):
+            host = _local_ipv4_addresses()[0]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _membership_service(self) -> MembershipService:
+        assert self.membership is not None
+        cert = self.membership.cert
+        local = MemberRecord(
+            node_id=self.identity.node_id,
+            name=self.name,
+            addresses=(self.advertised_address(),),
+            roles=cert.roles,
+            software_version=__version__,
+            protocol_version=PROTOCOL_VERSION,
+        )
+        timing = MembershipTiming(
+            **{f.name: getattr(self.config.membership, f.name) for f in fields(MembershipTiming)}
+        )
+        host, _ = parse_hostport(self.config.network.listen)
+        _, port = parse_hostport(self.peers.bound[0])
+        return MembershipService(
+            local=local,
+            timing=timing,
+            keyring=Keyring(self.membership.gossip_keys, self.membership.cluster_id),
+            peers=self.peers,
+            bind=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            seeds=list(self.config.network.peers),
+        )
+
+    def peers_view(self) -> list[dict[str, Any]]:
+        """Every member as ``vramancer peers`` shows it (schema vramancer.peers.v1)."""
+        if self.gossip is None:
+            return []
+        local = self.gossip.core.local
+        rtt_ms = dict(local.rtt_ms)
+        rows = []
+        for member in self.gossip.core.members():
+            record = member.record
+            totals = [
+                d.memory_total_bytes for d in record.devices if d.memory_total_bytes is not None
+            ]
+            frees = [d.memory_free_bytes for d in record.devices if d.memory_free_bytes is not None]
+            rtt = rtt_ms.get(record.node_id)
+            rows.append(
+                {
+                    "node_id": record.node_id,
+                    "name": record.name,
+                    "address": record.addresses[0],
+                    "status": member.state.name.lower(),
+                    "roles": list(record.roles),
+                    "devices": [dataclass_to_dict(d) for d in record.devices],
+                    "memory_free_bytes": sum(frees) if frees else None,
+                    "memory_total_bytes": sum(totals) if totals else None,
+                    "rtt_s": None if rtt is None else rtt / 1000.0,
+                    "version": record.software_version,
+                    "incarnation": record.incarnation,
+                    "local": record.node_id == local.node_id,
+                }
+            )
+        return sorted(rows, key=lambda row: (not row["local"], row["name"] or "", row["node_id"]))
 
     # -- API ------------------------------------------------------------------
 

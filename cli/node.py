@@ -93,6 +93,9 @@ def join(
     ),
     name: str | None = typer.Option(None, "--name", help="Node name [default: host name]."),
     no_mdns: bool = typer.Option(False, "--no-mdns", help="Do not use mDNS discovery."),
+    mdns_interface: str | None = typer.Option(
+        None, "--mdns-interface", help="IP address of the interface mDNS uses [default: all]."
+    ),
     log_format: str | None = typer.Option(None, "--log-format", help="text, json or auto."),
     log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning..."),
     passphrase_file: Path | None = PASSPHRASE_OPTION,
@@ -120,6 +123,7 @@ def join(
             "network.peers": peer or None,
             "node.name": name,
             "discovery.mdns": False if no_mdns else None,
+            "discovery.mdns_interface": mdns_interface,
             "logging.format": log_format,
             "logging.level": log_level,
         },

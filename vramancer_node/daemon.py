@@ -29,10 +29,11 @@ from typing import Any
 import trio
 
 from crypto.binding import AdmissionGrant, IdentityPayload, JoinRequest
-from crypto.certs import SignedCertificate
+from crypto.certs import SignedCertificate, ca_fingerprint
 from crypto.gossip import Keyring
 from crypto.identity import NodeIdentity, node_id_from_public_key
 from crypto.noise import KeyPair
+from crypto.tokens import parse_token
 from protocol.membership import MemberRecord, MembershipTiming
 from vramancer_node import PROTOCOL_VERSION, __version__
 from vramancer_node.api import create_app
@@ -45,7 +46,7 @@ from vramancer_node.cluster import (
     Membership,
 )
 from vramancer_node.config import NodeConfig, parse_hostport
-from vramancer_node.discovery import _local_ipv4_addresses
+from vramancer_node.discovery import Discovery, _local_ipv4_addresses, browse
 from vramancer_node.layout import API_SOCKET_NAME
 from vramancer_node.logs import get_logger, new_trace_id, node_id_var, trace_id_var
 from vramancer_node.membership import MembershipService
@@ -56,6 +57,8 @@ from vramancer_node.statelock import StateLock
 log = get_logger("daemon")
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DISCOVERY_WAIT_S = 3.0
+"""How long a new node listens for its cluster on mDNS before joining or founding."""
 LEAVE_GRACE_S = 1.0
 """Time the goodbye gossip gets at shutdown."""
 
@@ -92,6 +95,7 @@ class Node:
         self.store = ClusterStore(self.state_dir)
         self.membership: Membership | None = None
         self.gossip: MembershipService | None = None
+        self._joined_via: str | None = None
         self.admin: Admin | None = None
         self.creds = Credentials(
             identity=identity,
@@ -158,6 +162,8 @@ class Node:
                 await services.start(self.peers.serve)
                 self.gossip = self._membership_service()
                 await services.start(self.gossip.run)
+                if self.config.discovery.mdns:
+                    await services.start(self._run_discovery)
                 self.state = "running"
                 log.info(
                     "node running",
@@ -207,10 +213,13 @@ class Node:
         self.admin = Admin(self.store, ca, membership) if ca is not None else None
 
     async def become_member(self) -> None:
-        """Load our membership, or found a cluster, or join one with the token."""
+        """Load our membership, or join a cluster (by --peer or mDNS), or found one."""
         membership = self.store.load()
-        if membership is None and self.config.network.peers:
-            membership = await self._join()
+        seeds = list(self.config.network.peers)
+        if membership is None and not seeds and self.config.discovery.mdns:
+            seeds = await self._discover_seeds()
+        if membership is None and seeds:
+            membership = await self._join(seeds)
         elif membership is None:
             membership = self.store.found(self.identity, self.name, wall_clock())
             self._use_membership(membership)
@@ -234,15 +243,43 @@ class Node:
             },
         )
 
-    async def _join(self) -> Membership:
+    async def _discover_seeds(self) -> list[str]:
+        """Before joining: look for a cluster on the LAN with mDNS."""
+        log.info("looking for a cluster with mDNS", extra={"wait_s": DISCOVERY_WAIT_S})
+        found = await browse(
+            node_id=self.identity.node_id,
+            interface=self.config.discovery.mdns_interface,
+            wait_s=DISCOVERY_WAIT_S,
+        )
+        clusters = sorted({node.cluster_id for node in found})
+        if self._token is None:
+            if clusters:
+                raise StartupError(
+                    f"found cluster(s) {', '.join(clusters)} on the LAN: pass --token TOKEN to "
+                    f"join, or --no-mdns to found a new cluster"
+                )
+            return []
+        fingerprint = parse_token(self._token).ca_fingerprint
+        addresses = [
+            a for node in found if node.ca_fingerprint == fingerprint for a in node.addresses
+        ]
+        if not addresses:
+            raise StartupError(
+                f"no node of the token's cluster answered on mDNS within {DISCOVERY_WAIT_S:g} s: "
+                f"pass --peer HOST:PORT"
+            )
+        log.info("found the cluster with mDNS", extra={"addresses": addresses})
+        return addresses
+
+    async def _join(self, seeds: list[str]) -> Membership:
         if self._token is None:
             raise StartupError(
                 f"this node is not a member of a cluster yet: pass --token TOKEN "
                 f"(from `vramancer token create` on an admin) to join via "
-                f"{', '.join(self.config.network.peers)}"
+                f"{', '.join(seeds)}"
             )
         failures = []
-        for address in self.config.network.peers:
+        for address in seeds:
             try:
                 admission = await join_via(
                     address,
@@ -260,6 +297,7 @@ class Node:
             except OSError as exc:
                 failures.append(f"{address}: {exc.strerror or exc}")
                 continue
+            self._joined_via = address
             membership = Membership(
                 ca_pubkey=admission.ca_pubkey,
                 certificate=admission.certificate,
@@ -324,8 +362,36 @@ class Node:
             keyring=Keyring(self.membership.gossip_keys, self.membership.cluster_id),
             peers=self.peers,
             bind=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-            seeds=list(self.config.network.peers),
+            seeds=list(dict.fromkeys([*self.config.network.peers, *self._seed_extra()])),
         )
+
+    def _seed_extra(self) -> list[str]:
+        return [self._joined_via] if self._joined_via else []
+
+    async def _run_discovery(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Advertise ourselves; members of our cluster found on the LAN become seeds."""
+        assert self.membership is not None and self.gossip is not None
+        _, port = parse_hostport(self.peers.bound[0])
+        discovery = Discovery(
+            node_id=self.identity.node_id,
+            cluster_id=self.membership.cluster_id,
+            ca_fingerprint=ca_fingerprint(self.membership.ca_pubkey),
+            protocol_version=PROTOCOL_VERSION,
+            port=port,
+            interface=self.config.discovery.mdns_interface,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(discovery.run)
+            task_status.started()
+            async for node in discovery.found:
+                if node.cluster_id != self.membership.cluster_id:
+                    continue  # another cluster on the same LAN
+                known = self.gossip.core.member(node.node_id)
+                if known is None or known.state.name in ("DEAD", "LEFT"):
+                    log.info("found a member with mDNS", extra={"member": node.node_id})
+                    self.gossip.join(list(node.addresses))
 
     def peers_view(self) -> list[dict[str, Any]]:
         """Every member as ``vramancer peers`` shows it (schema vramancer.peers.v1)."""

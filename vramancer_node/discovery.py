@@ -197,3 +197,23 @@ def _local_ipv4_addresses() -> list[str]:
             if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
                 found.append(ip.ip)
     return found or ["127.0.0.1"]
+
+
+async def browse(*, node_id: str, interface: str | None, wait_s: float) -> list[DiscoveredNode]:
+    """Listen for ``wait_s`` seconds without advertising; return every node seen."""
+    discovery = Discovery(
+        node_id=node_id,
+        cluster_id=None,
+        ca_fingerprint=None,
+        protocol_version=0,
+        port=0,
+        interface=interface,
+    )
+    seen: dict[str, DiscoveredNode] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(discovery.run)
+        with trio.move_on_after(wait_s):
+            async for node in discovery.found:
+                seen[node.node_id] = node
+        nursery.cancel_scope.cancel()
+    return list(seen.values())

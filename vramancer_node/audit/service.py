@@ -40,6 +40,7 @@ stopped raise :class:`~vramancer_node.audit.errors.AuditClosedError`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from collections.abc import Callable, Mapping
@@ -147,17 +148,27 @@ class _PendingAppend:
     def __init__(self, entry: AppendEntry) -> None:
         self.entry = entry
         self._done = trio.Event()
-        self._result: outcome.Outcome[int] | None = None
+        self._seq: int | None = None
+        self._error: Exception | None = None
 
-    def resolve(self, result: outcome.Outcome[int]) -> None:
-        if self._result is None:
-            self._result = result
+    def resolve(self, seq: int) -> None:
+        if not self._done.is_set():
+            self._seq = seq
+            self._done.set()
+
+    def fail(self, error: Exception) -> None:
+        if not self._done.is_set():
+            self._error = error
             self._done.set()
 
     async def wait_durable(self) -> int:
         await self._done.wait()
-        assert self._result is not None
-        return self._result.unwrap()
+        if self._error is not None:
+            # Each appender raises its own copy: one exception object raised in many
+            # tasks would collect all their tracebacks.
+            raise copy.copy(self._error) from self._error.__cause__
+        assert self._seq is not None
+        return self._seq
 
 
 class AuditService:
@@ -250,9 +261,8 @@ class AuditService:
                 for start in range(0, len(batches), size_max):
                     await self._commit(store, batches[start : start + size_max])
                 await self._writer.run_sync(store.write_checkpoint)
-        closed = AuditClosedError("the audit service stopped")
-        for pending in queued:
-            pending.resolve(outcome.Error(closed))  # no-op for those committed above
+        for pending in queued:  # a no-op for those committed above
+            pending.fail(AuditClosedError("the audit service stopped"))
         if store is not None:
             await self._writer.run_sync(store.close)
         await self._writer.stop()
@@ -306,12 +316,13 @@ class AuditService:
             result = await outcome.acapture(self._writer.run_sync, store.append_batch, entries)
         if isinstance(result, outcome.Error):
             self._healthy = False
+            error = result.error
             for pending in batch:
-                pending.resolve(result)
-            log.error("audit log write failed", extra={"detail": str(result.error)})
+                pending.fail(error if isinstance(error, Exception) else AuditClosedError())
+            log.error("audit log write failed", extra={"detail": str(error)})
             result.unwrap()
         for pending, seq in zip(batch, result.unwrap(), strict=True):
-            pending.resolve(outcome.Value(seq))
+            pending.resolve(seq)
         if store.size - self._checkpointed_size >= self.settings.checkpoint_every_records:
             self._checkpoint_due.set()
 
@@ -343,8 +354,12 @@ class AuditService:
             await self._flush_refused()
 
     async def _flush_refused(self) -> None:
-        for kind, body in self._refused.drain(round(self.settings.refused_interval_s)):
-            await self.append(kind, body)
+        interval_s = round(self.settings.refused_interval_s)
+        batch = [_PendingAppend(self._entry(k, b)) for k, b in self._refused.drain(interval_s)]
+        for pending in batch:  # queued together, so they share one commit
+            await self._send.send(pending)
+        for pending in batch:
+            await pending.wait_durable()
 
     # -- reading -----------------------------------------------------------------
 

@@ -36,6 +36,8 @@ apt_install() {
 setup() {
   if command -v dpkg >/dev/null 2>&1; then
     python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+    # iproute2 for the network-namespace tests (only where we may install: root/sudo)
+    if [ "$(id -u)" -eq 0 ] && ! command -v ip >/dev/null 2>&1; then apt_install iproute2; fi
   fi
   if [ ! -x "$PY" ]; then
     say "creating $VENV"

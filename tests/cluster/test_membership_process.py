@@ -1,0 +1,127 @@
+"""Membership with real daemons: three on 127.0.0.1 gossip, one is SIGKILLed and
+declared dead within the local preset's bound, then restarted and alive again."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import program, run_cli, wait_for_socket
+from vramancer_node.config import build_config
+
+TOKEN_RE = re.compile(r"--token (vrm1\.\S+)")
+LOCAL = build_config({"preset": "local"}).membership
+
+
+def dead_bound_s(members: int) -> float:
+    """Lifeguard's worst case on the local preset: detect, then the maximum suspicion."""
+    minimum = LOCAL.suspicion_mult * math.log10(max(1, members)) * LOCAL.probe_interval_s
+    suspicion_max = LOCAL.suspicion_max_timeout_mult * minimum
+    detect = 2 * LOCAL.probe_interval_s  # a probe round plus its indirect probes
+    return detect + suspicion_max + 2.0  # slack for process scheduling on 2 cores
+
+
+def start(state: Path, name: str, *args: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [
+            program("vramancer-node"),
+            "join",
+            "--state-dir",
+            str(state),
+            "--preset",
+            "local",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            name,
+            "--log-format",
+            "json",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    wait_for_socket(state / "api.sock", proc)
+    return proc
+
+
+def peers(state: Path) -> dict[str, str]:
+    result = run_cli("vramancer", "--state-dir", str(state), "peers", "--json")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["schema"] == "vramancer.peers.v1"
+    return {m["name"]: m["status"] for m in body["members"]}
+
+
+def wait_until(predicate, timeout_s: float, what: str) -> float:
+    start_s = time.monotonic()
+    while time.monotonic() - start_s < timeout_s:
+        if predicate():
+            return time.monotonic() - start_s
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout_s:.1f} s")
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="vrmm-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_three_daemons_gossip_detect_a_crash_and_see_the_restart(root: Path) -> None:
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        procs["a"] = start(root / "a", "a")
+        token = TOKEN_RE.search(procs["a"].stdout.readline() + procs["a"].stdout.readline()).group(
+            1
+        )
+        address = json.loads(
+            run_cli("vramancer", "--state-dir", str(root / "a"), "status", "--json").stdout
+        )["listening"][0]
+        for name in ("b", "c"):
+            procs[name] = start(root / name, name, "--peer", address, "--token", token)
+
+        everyone_alive = {"a": "alive", "b": "alive", "c": "alive"}
+        wait_until(lambda: all(peers(root / n) == everyone_alive for n in "abc"), 30, "convergence")
+        table = run_cli("vramancer", "--state-dir", str(root / "a"), "peers")
+        assert table.returncode == 0 and "NODE" in table.stdout and "MEM FREE/TOTAL" in table.stdout
+        nothing = run_cli("vramancer", "--state-dir", str(root / "a"), "peers", "--status", "dead")
+        assert nothing.returncode == 2  # the filter matched nothing
+
+        procs["c"].send_signal(signal.SIGKILL)
+        procs["c"].communicate(timeout=30)  # reap it and close its pipe
+        bound = dead_bound_s(3)
+        took = wait_until(
+            lambda: peers(root / "a").get("c") == "dead" and peers(root / "b").get("c") == "dead",
+            bound,
+            "declaring the killed node dead",
+        )
+        assert took <= bound
+        dead = run_cli(
+            "vramancer", "--state-dir", str(root / "a"), "peers", "--status", "dead", "--json"
+        )
+        assert dead.returncode == 0
+        assert [m["name"] for m in json.loads(dead.stdout)["members"]] == ["c"]
+
+        procs["c"] = start(root / "c", "c", "--peer", address)  # stored certificate, no token
+        wait_until(lambda: all(peers(root / n) == everyone_alive for n in "abc"), 30, "rejoin")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.communicate(timeout=30)

@@ -289,8 +289,6 @@ class AuditStore:
 
     def _load(self, txn: lmdb.Transaction) -> tuple[int, bytes]:
         view = LogView(txn, self._dbs)
-        if not view.has_meta():
-            self._initialise(txn)
         meta = view.meta()
         expected = (self._owner.node_id, self._owner.public_key, self._owner.origin)
         if (meta.node_id, meta.public_key, meta.origin) != expected:
@@ -315,13 +313,6 @@ class AuditStore:
         except AuditError as exc:
             raise StoreCorruptError(f"audit record {size - 1} is malformed: {exc}") from exc
         return size, record_hash(last)
-
-    def _initialise(self, txn: lmdb.Transaction) -> None:
-        owner, meta = self._owner, self._dbs.meta
-        txn.put(META_FORMAT, str(FORMAT_VERSION).encode(), db=meta)
-        txn.put(META_NODE_ID, owner.node_id.encode(), db=meta)
-        txn.put(META_PUBLIC_KEY, owner.public_key, db=meta)
-        txn.put(META_ORIGIN, owner.origin.encode(), db=meta)
 
 
 def open_store(
@@ -359,13 +350,25 @@ def open_store(
     except (OSError, lmdb.Error) as exc:
         raise StoreCorruptError(f"cannot open the audit store in {directory}: {exc}") from exc
     try:
-        dbs = Databases.open(env, create=True)
+        # One transaction creates the databases and the metadata: a crash during the
+        # first start leaves either a complete empty log or no log at all.
+        with env.begin(write=True) as txn:
+            dbs = Databases.open(env, create=True, txn=txn)
+            if not LogView(txn, dbs).has_meta():
+                _initialise_meta(txn, dbs, owner)
         store = AuditStore(env, dbs, owner, map_size_bytes_max=map_size_bytes_max)
         store.load()
     except BaseException:
         env.close()
         raise
     return store
+
+
+def _initialise_meta(txn: lmdb.Transaction, dbs: Databases, owner: LogOwner) -> None:
+    txn.put(META_FORMAT, str(FORMAT_VERSION).encode(), db=dbs.meta)
+    txn.put(META_NODE_ID, owner.node_id.encode(), db=dbs.meta)
+    txn.put(META_PUBLIC_KEY, owner.public_key, db=dbs.meta)
+    txn.put(META_ORIGIN, owner.origin.encode(), db=dbs.meta)
 
 
 def open_readonly(state_dir: Path) -> AuditReader:

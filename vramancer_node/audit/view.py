@@ -33,7 +33,7 @@ from typing import Any
 import lmdb
 
 from crypto.merkle import MissingNodeError
-from vramancer_node.audit.errors import AuditClosedError, StoreCorruptError
+from vramancer_node.audit.errors import AuditClosedError, StoreCorruptError, StoreMissingError
 from vramancer_node.audit.layout import (
     DB_NAMES,
     KEY_BYTES,
@@ -105,14 +105,23 @@ class Databases:
     meta: Any
 
     @classmethod
-    def open(cls, env: lmdb.Environment, *, create: bool) -> Databases:
-        """Open the databases; with ``create=False`` a missing one is corruption."""
+    def open(
+        cls, env: lmdb.Environment, *, create: bool, txn: lmdb.Transaction | None = None
+    ) -> Databases:
+        """Open the databases (creating them in ``txn`` if ``create``).  Without
+        ``create``, none at all means the log was never initialised
+        (:class:`StoreMissingError`); some missing means corruption."""
         handles = []
+        missing = []
         for name in DB_NAMES:
             try:
-                handles.append(env.open_db(name, create=create))
-            except lmdb.NotFoundError as exc:
-                raise StoreCorruptError(f"audit store has no {name.decode()} database") from exc
+                handles.append(env.open_db(name, txn=txn, create=create))
+            except lmdb.NotFoundError:
+                missing.append(name.decode())
+        if len(missing) == len(DB_NAMES):
+            raise StoreMissingError("the audit log was never initialised")
+        if missing:
+            raise StoreCorruptError(f"audit store has no {', '.join(missing)} database")
         return cls(*handles)
 
     def name_of(self, db: Any) -> str:

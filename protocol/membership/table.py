@@ -13,7 +13,8 @@ the rules of ``state.py``:
   running one (a new accuser shrinks the timer and is re-gossiped).
 * :meth:`MemberTable.dead`: DEAD, or LEFT when the member declared itself.
 * :meth:`MemberTable.merge_push_pull`: a peer's full state; like memberlist, a member
-  the peer believes dead is only *suspected* here, so it gets a chance to refute.
+  the peer believes dead is only *suspected* here, so it gets a chance to refute;
+  unlike memberlist, such hearsay never counts as a Lifeguard confirmation.
 
 Whatever changed our view is queued for gossip (named by the member, replacing the
 older rumour) and reported as an event.  Rumours about the local member are never
@@ -156,14 +157,20 @@ class MemberTable:
         """Apply an ALIVE claim carrying ``record``."""
         self._apply_record(record, now, claims_alive=True)
 
-    def suspect(self, node_id: str, incarnation: int, from_id: str, now: float) -> None:
-        """Apply ``from_id``'s suspicion of ``node_id`` at ``incarnation``."""
+    def suspect(
+        self, node_id: str, incarnation: int, from_id: str, now: float, *, hearsay: bool = False
+    ) -> None:
+        """Apply ``from_id``'s suspicion of ``node_id`` at ``incarnation``.
+
+        ``hearsay`` marks a suspicion only seen in a peer's full state: it starts our
+        timer if none runs, but is neither a Lifeguard confirmation nor re-gossiped.
+        """
         entry = self._entries.get(node_id)
         if entry is None or incarnation < entry.record.incarnation:
             return
         suspicion = self._suspicions.get(node_id)
         if suspicion is not None:
-            if suspicion.confirm(from_id):
+            if not hearsay and suspicion.confirm(from_id):
                 self._gossip(
                     node_id, Suspect(node_id=node_id, incarnation=incarnation, from_id=from_id)
                 )
@@ -174,7 +181,9 @@ class MemberTable:
         if node_id == self.local_id:
             self._refute(incarnation, None)
             return
-        self._gossip(node_id, Suspect(node_id=node_id, incarnation=incarnation, from_id=from_id))
+        if not hearsay:
+            accusation = Suspect(node_id=node_id, incarnation=incarnation, from_id=from_id)
+            self._gossip(node_id, accusation)
         self._raise_incarnation(entry, incarnation)
         self._set_state(entry, target, now)
         members = self._live_count
@@ -222,8 +231,12 @@ class MemberTable:
             if item.state is MemberState.LEFT:
                 self.dead(record.node_id, record.incarnation, record.node_id, now)
             else:
-                # A death we did not witness is only a suspicion here: let it refute.
-                self.suspect(record.node_id, record.incarnation, self.local_id, now)
+                # A death we did not witness is only a suspicion here, so the member
+                # gets a chance to refute (memberlist).  Unlike memberlist, it is not
+                # counted as an independent confirmation: anti-entropy repeats one
+                # accusation to everyone, and counting each repetition would shrink
+                # Lifeguard's timer to its minimum without any new evidence.
+                self.suspect(record.node_id, record.incarnation, self.local_id, now, hearsay=True)
 
     def expire_suspicions(self, now: float) -> None:
         """Declare dead every suspect whose Lifeguard timer ran out."""

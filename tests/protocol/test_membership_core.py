@@ -376,6 +376,22 @@ def test_each_independent_confirmation_brings_death_closer() -> None:
     assert confirmations, "a new accuser is re-gossiped so others can count it too"
 
 
+def test_suspicions_heard_in_anti_entropy_are_no_confirmations() -> None:
+    d = Driver(make_core(), responsive=tuple("bcde"))
+    for peer in "bcde":
+        d.receive(addr(peer), Alive(record=record(peer)), 0.0)
+    d.receive(addr("c"), Suspect(node_id="b", incarnation=0, from_id="c"), 10.0)
+    hearsay = (PushPullEntry(record=record("b"), state=MemberState.SUSPECT),)
+    for peer, at_s in (("d", 11.0), ("e", 12.0)):
+        d.receive(addr(peer), PushPull(join=False, reply=True, members=hearsay), at_s)
+    d.run_until(10.0 + 23.999)  # still the full 24 s: repetition is not evidence
+    assert [e for e in d.core.events() if isinstance(e, MemberDead)] == []
+    regossiped = {m.from_id for _, dst, m in d.sent(Suspect) if dst != addr("b")}  # type: ignore[attr-defined]
+    assert regossiped == {"c"}  # only the real accusation travels on
+    d.run_until(10.0 + 24.0)
+    assert [type(e) for e in d.core.events()] == [MemberDead]
+
+
 def test_push_pull_merges_state_and_answers_over_the_stream() -> None:
     core = make_core(peers=("b", "c"))
     remote = PushPull(

@@ -24,10 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
-import httpx
 import typer
 
-from cli.apiclient import REQUEST_TIMEOUT_S, api_get
 from cli.common import (
     JSON_OPTION,
     STATE_DIR_OPTION,
@@ -63,6 +61,13 @@ audit_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _api_get(state_dir: Path, path: str) -> Any:
+    # Imported here: reading a stopped node's files should not pay for httpx.
+    from cli.apiclient import api_get
+
+    return api_get(state_dir, path)
 
 
 def _state_dir(ctx: typer.Context, local: Path | None) -> Path:
@@ -120,7 +125,7 @@ def tail(
     """Show the last records of the audit log."""
     state = _state_dir(ctx, state_dir)
     if _node_answers(state):
-        body = api_get(state, f"/v1/audit/tail?n={lines}")
+        body = _api_get(state, f"/v1/audit/tail?n={lines}")
     else:
         with _offline_view(state) as view:
             body = tail_document(view, lines)
@@ -146,7 +151,7 @@ def verify(
     """Verify signatures, the hash chain, the Merkle tree and every checkpoint."""
     state = _state_dir(ctx, state_dir)
     if _node_answers(state):
-        body = api_get(state, "/v1/audit/verify")
+        body = _api_get(state, "/v1/audit/verify")
     else:
         with _offline_view(state) as view:
             body = verify_log(view, public_key=_key_file_public_key(state)).to_json()
@@ -181,7 +186,7 @@ def proof(
     latest checkpoint."""
     state = _state_dir(ctx, state_dir)
     if _node_answers(state):
-        body = api_get(state, f"/v1/audit/proof/{seq}")
+        body = _api_get(state, f"/v1/audit/proof/{seq}")
     else:
         with _offline_view(state) as view:
             body = _offline_proof(view, seq)
@@ -235,6 +240,10 @@ def export(
 def _stream_export(state_dir: Path) -> None:
     """Copy the node's JSON-lines export to stdout as it arrives (api_request would
     parse the body as one JSON document, which JSON lines are not)."""
+    import httpx
+
+    from cli.apiclient import REQUEST_TIMEOUT_S
+
     socket_path = state_dir / API_SOCKET_NAME
     transport = httpx.HTTPTransport(uds=str(socket_path))
     try:
@@ -255,7 +264,7 @@ def _stream_export(state_dir: Path) -> None:
         fail(f"exporting from the node on {socket_path} failed: {exc}")
 
 
-def _error_of(response: httpx.Response) -> str:
+def _error_of(response: Any) -> str:
     try:
         detail = response.json().get("error")
     except (ValueError, AttributeError):

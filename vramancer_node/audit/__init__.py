@@ -20,25 +20,56 @@ this package is the I/O shell around it, one concept per module:
 * :mod:`~vramancer_node.audit.routes` — the HTTP endpoints;
 * :mod:`~vramancer_node.audit.cosign` — checkpoint exchange and cosigning with peers;
 * :mod:`~vramancer_node.audit.errors` — the exception tree.
+
+The names below are imported on first use, so that ``vramancer audit`` reading a
+stopped node's files does not pay for trio, Starlette and the service.
 """
 
 from __future__ import annotations
 
-from vramancer_node.audit.cosign import ExchangeResult, Witness, exchange_checkpoints, witness_name
-from vramancer_node.audit.errors import (
-    AuditClosedError,
-    AuditStoreError,
-    StoreBusyError,
-    StoreCorruptError,
-    StoreFullError,
-    StoreMismatchError,
-    StoreMissingError,
-)
-from vramancer_node.audit.routes import audit_routes
-from vramancer_node.audit.service import AuditService, AuditSettings
-from vramancer_node.audit.store import AuditStore, open_readonly, open_store
-from vramancer_node.audit.verify import VerifyReport, verify_log
-from vramancer_node.audit.view import AuditReader, LogView, StoredCheckpoint
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vramancer_node.audit.cosign import (
+        ExchangeResult,
+        Witness,
+        exchange_checkpoints,
+        witness_name,
+    )
+    from vramancer_node.audit.errors import (
+        AuditClosedError,
+        AuditStoreError,
+        StoreBusyError,
+        StoreCorruptError,
+        StoreFullError,
+        StoreMismatchError,
+        StoreMissingError,
+    )
+    from vramancer_node.audit.routes import audit_routes
+    from vramancer_node.audit.service import AuditService, AuditSettings
+    from vramancer_node.audit.store import AuditStore, open_readonly, open_store
+    from vramancer_node.audit.verify import VerifyReport, verify_log
+    from vramancer_node.audit.view import AuditReader, LogView, StoredCheckpoint
+
+_HOMES = {
+    "cosign": ("ExchangeResult", "Witness", "exchange_checkpoints", "witness_name"),
+    "errors": (
+        "AuditClosedError",
+        "AuditStoreError",
+        "StoreBusyError",
+        "StoreCorruptError",
+        "StoreFullError",
+        "StoreMismatchError",
+        "StoreMissingError",
+    ),
+    "routes": ("audit_routes",),
+    "service": ("AuditService", "AuditSettings"),
+    "store": ("AuditStore", "open_readonly", "open_store"),
+    "verify": ("VerifyReport", "verify_log"),
+    "view": ("AuditReader", "LogView", "StoredCheckpoint"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "AuditClosedError",
@@ -64,3 +95,12 @@ __all__ = [
     "verify_log",
     "witness_name",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

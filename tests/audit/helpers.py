@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lmdb
 
@@ -70,6 +71,13 @@ def raw_env(state_dir: Path) -> Iterator[tuple[lmdb.Environment, Databases]]:
         yield env, Databases.open(env, create=False)
     finally:
         env.close()
+
+
+def stored(txn: lmdb.Transaction, key: bytes, db: Any) -> bytes:
+    """The value under ``key``, which the test knows is there."""
+    value = txn.get(key, db=db)
+    assert value is not None, f"nothing stored under {key.hex()}"
+    return bytes(value)
 
 
 def verify_dir(state_dir: Path, public_key: bytes | None = None) -> VerifyReport:

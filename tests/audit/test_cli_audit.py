@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from crypto.audit import ChainVerifier, Ed25519NoteVerifier, open_checkpoint
 from crypto.identity import encode_key_file
 from crypto.merkle import verify_inclusion
-from tests.audit.helpers import CLUSTER_ID, fill_store, make_identity, raw_env
+from tests.audit.helpers import CLUSTER_ID, fill_store, make_identity, raw_env, stored
 from tests.conftest import REPO_ROOT, program
 from vramancer_node.apiserver import serve_api
 from vramancer_node.audit import kinds
@@ -109,7 +109,7 @@ def test_offline_tail_verify_export_proof(filled: Path) -> None:
 
 def test_verify_names_the_first_bad_record(filled: Path) -> None:
     with raw_env(filled) as (env, dbs), env.begin(write=True) as txn:
-        data = bytearray(txn.get(encode_key(7), db=dbs.records))
+        data = bytearray(stored(txn, encode_key(7), dbs.records))
         data[30] ^= 0x04
         txn.put(encode_key(7), bytes(data), db=dbs.records)
     result = audit("verify", "--state-dir", str(filled))
@@ -129,7 +129,7 @@ def test_verify_names_a_deleted_record(filled: Path) -> None:
 
 def test_verify_names_an_edited_checkpoint(filled: Path) -> None:
     with raw_env(filled) as (env, dbs), env.begin(write=True) as txn:
-        note = bytes(txn.get(encode_key(10), db=dbs.checkpoints))
+        note = stored(txn, encode_key(10), dbs.checkpoints)
         txn.put(encode_key(10), note.replace(b"\n10\n", b"\n9\n"), db=dbs.checkpoints)
     line = one_error_line(audit("verify", "--state-dir", str(filled)))
     assert "checkpoint 10: " in line and "does not verify" in line

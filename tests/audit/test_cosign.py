@@ -6,7 +6,7 @@ import base64
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -28,14 +28,14 @@ Receive = Callable[[], Awaitable[bytes]]
 
 
 @pytest.fixture
-def dirs() -> AsyncIterator[Callable[[], Path]]:
+def dirs() -> Iterator[Callable[[], Path]]:
     made: list[Path] = []
 
     def make() -> Path:
         made.append(Path(tempfile.mkdtemp(prefix="vrm-", dir="/tmp")))
         return made[-1]
 
-    yield make  # type: ignore[misc]
+    yield make
     for path in made:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -65,7 +65,9 @@ async def exchange(a: AuditService, b: AuditService) -> tuple[ExchangeResult, Ex
     (a_send, a_receive), (b_send, b_receive) = channel_pair()
     results: dict[str, ExchangeResult] = {}
 
-    async def side(name: str, me: AuditService, peer: AuditService, send: Send, rcv: Receive):
+    async def side(
+        name: str, me: AuditService, peer: AuditService, send: Send, rcv: Receive
+    ) -> None:
         results[name] = await exchange_checkpoints(
             send, rcv, me, peer.identity.node_id, peer.identity.public_key
         )

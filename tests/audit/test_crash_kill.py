@@ -131,7 +131,7 @@ def _check_log(state_dir: Path, acked: dict[int, str], previous_size: int, where
             data = view.record_bytes(seq)
             assert data is not None, f"{where}: acknowledged record {seq} is lost"
             keys = decode_signed_record(data).record.body["keys"]
-            assert keys == (marker,), f"{where}: record {seq} is {keys}, acknowledged {marker}"
+            assert keys == (marker,), f"{where}: record {seq} is {keys!r}, acknowledged {marker}"
     unacknowledged = [seq for seq in range(previous_size, size) if seq not in acked]
     assert len(unacknowledged) <= WRITERS, f"{where}: unacknowledged records {unacknowledged}"
     return size

@@ -11,6 +11,7 @@ from trio.testing import MockClock
 from crypto.audit import (
     Ed25519NoteVerifier,
     RecordFormatError,
+    Value,
     open_checkpoint,
 )
 from crypto.merkle import verify_inclusion
@@ -34,7 +35,7 @@ def make_service(state_dir: Path, **settings: object) -> AuditService:
     )
 
 
-def token_used(number: int) -> dict[str, object]:
+def token_used(number: int) -> dict[str, Value]:
     return {"token_id": f"token-{number}", "node_id": "node"}
 
 
@@ -142,7 +143,7 @@ async def test_bad_bodies_fail_their_caller_and_write_nothing(state_dir: Path) -
                 kinds.INFERENCE_SERVED, {"who": "alice", "model": "m", "prompt": "secret"}
             )
         with pytest.raises(RecordFormatError):
-            await service.append(kinds.TOKEN_USED, {"token_id": 1.5, "node_id": "n"})
+            await service.append(kinds.TOKEN_USED, {"token_id": 1.5, "node_id": "n"})  # type: ignore[dict-item]
         assert await service.append(kinds.INFERENCE_SERVED, {"who": "alice", "model": "m"}) == 0
         nursery.cancel_scope.cancel()
 

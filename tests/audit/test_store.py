@@ -86,7 +86,7 @@ def test_append_batch_stores_signed_chained_records_and_the_tree(state_dir: Path
             assert view.tree_entries() == tree_nodes_for_size(13)
             for size in range(1, 14):
                 assert view.subtree_hash(0, size - 1) == reference.leaf_hash(size - 1)
-            assert store.head_hash == record_hash(previous)
+            assert previous is not None and store.head_hash == record_hash(previous)
     finally:
         store.close()
 

@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto.audit import Checkpoint, Ed25519NoteSigner, sign_checkpoint
-from tests.audit.helpers import fill_store, make_identity, owner_of, raw_env, verify_dir
+from tests.audit.helpers import (
+    fill_store,
+    make_identity,
+    owner_of,
+    raw_env,
+    stored,
+    verify_dir,
+)
 from vramancer_node.audit.layout import (
     META_PUBLIC_KEY,
     audit_dir,
@@ -63,7 +70,7 @@ def put_record(state_dir: Path, seq: int, data: bytes) -> None:
 
 def get_record(state_dir: Path, seq: int) -> bytes:
     with raw_env(state_dir) as (env, dbs), env.begin() as txn:
-        return bytes(txn.get(encode_key(seq), db=dbs.records))
+        return stored(txn, encode_key(seq), dbs.records)
 
 
 def test_an_intact_log_verifies(log_dir: Path) -> None:
@@ -155,7 +162,7 @@ def test_a_truncated_tree(log_dir: Path, first_lost: int) -> None:
 def test_a_damaged_tree_node(log_dir: Path, level: int, index: int, creator: int) -> None:
     key = encode_key(tree_position(level, index))
     with raw_env(log_dir) as (env, dbs), env.begin(write=True) as txn:
-        node = bytearray(txn.get(key, db=dbs.tree))
+        node = bytearray(stored(txn, key, dbs.tree))
         node[5] ^= 0x80
         txn.put(key, bytes(node), db=dbs.tree)
     assert_names_record(log_dir, creator, "does not match")
@@ -163,7 +170,7 @@ def test_a_damaged_tree_node(log_dir: Path, level: int, index: int, creator: int
 
 def edit_checkpoint(state_dir: Path, size: int, edit: object) -> None:
     with raw_env(state_dir) as (env, dbs), env.begin(write=True) as txn:
-        note = bytes(txn.get(encode_key(size), db=dbs.checkpoints)).decode()
+        note = stored(txn, encode_key(size), dbs.checkpoints).decode()
         txn.put(encode_key(size), edit(note).encode(), db=dbs.checkpoints)  # type: ignore[operator]
 
 
@@ -216,7 +223,7 @@ def test_a_signed_checkpoint_of_another_history(log_dir: Path) -> None:
 
 def test_a_checkpoint_moved_to_another_size(log_dir: Path) -> None:
     with raw_env(log_dir) as (env, dbs), env.begin(write=True) as txn:
-        old = txn.get(encode_key(16), db=dbs.checkpoints)
+        old = stored(txn, encode_key(16), dbs.checkpoints)
         txn.put(encode_key(RECORDS), old, db=dbs.checkpoints)
     report = verify_dir(log_dir)
     assert report.bad_checkpoint == RECORDS

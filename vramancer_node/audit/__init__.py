@@ -9,10 +9,11 @@ this package is the I/O shell around it, one concept per module:
 * :mod:`~vramancer_node.audit.kinds` — the record kinds and their body fields;
 * :mod:`~vramancer_node.audit.layout` — files, databases and key encodings;
 * :mod:`~vramancer_node.audit.view` — consistent read-only views of a log;
-* :mod:`~vramancer_node.audit.store` — the LMDB store: group commit, map growth, the
-  read-only opener for stopped nodes;
+* :mod:`~vramancer_node.audit.store` — the LMDB store: group commit, map growth;
+* :mod:`~vramancer_node.audit.readonly` — opening a stopped node's log read-only;
 * :mod:`~vramancer_node.audit.writer` — the dedicated writer thread;
-* :mod:`~vramancer_node.audit.service` — the trio service the daemon runs;
+* :mod:`~vramancer_node.audit.service` — the trio service the daemon runs, tuned by
+  :mod:`~vramancer_node.audit.settings`;
 * :mod:`~vramancer_node.audit.refused` — aggregating refused handshakes;
 * :mod:`~vramancer_node.audit.verify` — end-to-end verification naming the first bad
   record;
@@ -46,9 +47,11 @@ if TYPE_CHECKING:
         StoreMismatchError,
         StoreMissingError,
     )
+    from vramancer_node.audit.readonly import open_readonly
     from vramancer_node.audit.routes import audit_routes
-    from vramancer_node.audit.service import AuditService, AuditSettings
-    from vramancer_node.audit.store import AuditStore, open_readonly, open_store
+    from vramancer_node.audit.service import AuditService
+    from vramancer_node.audit.settings import AuditSettings
+    from vramancer_node.audit.store import AuditStore, open_store
     from vramancer_node.audit.verify import VerifyReport, verify_log
     from vramancer_node.audit.view import AuditReader, LogView, StoredCheckpoint
 
@@ -64,8 +67,10 @@ _HOMES = {
         "StoreMissingError",
     ),
     "routes": ("audit_routes",),
-    "service": ("AuditService", "AuditSettings"),
-    "store": ("AuditStore", "open_readonly", "open_store"),
+    "service": ("AuditService",),
+    "settings": ("AuditSettings",),
+    "readonly": ("open_readonly",),
+    "store": ("AuditStore", "open_store"),
     "verify": ("VerifyReport", "verify_log"),
     "view": ("AuditReader", "LogView", "StoredCheckpoint"),
 }

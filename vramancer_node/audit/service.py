@@ -44,7 +44,6 @@ import copy
 import functools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,10 +65,8 @@ from vramancer_node.audit.errors import AuditClosedError
 from vramancer_node.audit.kinds import check_body
 from vramancer_node.audit.layout import WITNESS_STATE_FILE_NAME, audit_dir
 from vramancer_node.audit.refused import RefusedHandshakes
+from vramancer_node.audit.settings import AuditSettings
 from vramancer_node.audit.store import (
-    MAP_SIZE_BYTES_INITIAL,
-    MAP_SIZE_BYTES_MAX,
-    MAP_SIZE_BYTES_MIN,
     AppendEntry,
     AuditStore,
     LogOwner,
@@ -80,66 +77,16 @@ from vramancer_node.audit.view import LogView, StoredCheckpoint
 from vramancer_node.audit.writer import WriterThread
 from vramancer_node.logs import get_logger
 
-__all__ = [
-    "BATCH_RECORDS_MAX",
-    "CHECKPOINT_EVERY_RECORDS",
-    "CHECKPOINT_INTERVAL_S",
-    "QUEUE_RECORDS_MAX",
-    "READERS_MAX",
-    "REFUSED_INTERVAL_S",
-    "SHUTDOWN_FLUSH_S",
-    "AuditService",
-    "AuditSettings",
-]
+__all__ = ["READERS_MAX", "SHUTDOWN_FLUSH_S", "AuditService", "AuditSettings"]
 
 log = get_logger("audit")
 
-CHECKPOINT_EVERY_RECORDS = 256
-"""Records after which a checkpoint is signed without waiting for the interval."""
-CHECKPOINT_INTERVAL_S = 60.0
-"""Longest time a record waits to be covered by a checkpoint."""
-REFUSED_INTERVAL_S = 60.0
-"""Interval over which refused handshakes are aggregated into records."""
-BATCH_RECORDS_MAX = 512
-"""Most records committed in one transaction (bounds a transaction's size and time)."""
-QUEUE_RECORDS_MAX = 4096
-"""Appends queued behind the batch in flight before appenders wait."""
 READERS_MAX = 4
 """Concurrent read transactions served to the API."""
 SHUTDOWN_FLUSH_S = 5.0
 """Time allowed on shutdown for the last refused-handshake records and checkpoint."""
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, kw_only=True)
-class AuditSettings:
-    """Tunables of the audit service; the defaults are the named constants above."""
-
-    checkpoint_every_records: int = CHECKPOINT_EVERY_RECORDS
-    checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S
-    refused_interval_s: float = REFUSED_INTERVAL_S
-    batch_records_max: int = BATCH_RECORDS_MAX
-    queue_records_max: int = QUEUE_RECORDS_MAX
-    map_size_bytes_initial: int = MAP_SIZE_BYTES_INITIAL
-    """LMDB map of a new store, bytes; doubled whenever it fills."""
-    map_size_bytes_max: int = MAP_SIZE_BYTES_MAX
-
-    def __post_init__(self) -> None:
-        for name in ("checkpoint_every_records", "batch_records_max", "queue_records_max"):
-            value = getattr(self, name)
-            if not 1 <= value <= 1_000_000:
-                raise ValueError(f"{name} must be in [1, 1000000], got {value}")
-        for name in ("checkpoint_interval_s", "refused_interval_s"):
-            value = getattr(self, name)
-            if not 0.01 <= value <= 86_400:
-                raise ValueError(f"{name} must be in [0.01, 86400] s, got {value}")
-        if not MAP_SIZE_BYTES_MIN <= self.map_size_bytes_initial <= self.map_size_bytes_max:
-            raise ValueError(
-                f"map sizes must satisfy {MAP_SIZE_BYTES_MIN} <= map_size_bytes_initial "
-                f"<= map_size_bytes_max, got {self.map_size_bytes_initial} and "
-                f"{self.map_size_bytes_max}"
-            )
 
 
 class _PendingAppend:

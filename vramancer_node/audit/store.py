@@ -24,18 +24,13 @@ transaction retried.  LMDB forbids resizing while any transaction of the process
 open, so the resize waits on the :class:`~vramancer_node.audit.view.ResizeGate` that
 every reader holds shared.
 
-Reading a stopped node: :func:`open_readonly` opens the files with ``readonly=True,
-lock=False``.  ``lock=False`` means LMDB does not touch ``lock.mdb`` (a read-only
-opener never creates or writes a file), which is only safe while nothing writes; so it
-first takes a *shared* ``flock`` on the daemon's ``node.lock`` (the daemon holds it
-exclusively while it runs) and refuses with :class:`StoreBusyError` if a daemon runs.
+Reading a stopped node needs no writer: :func:`open_readonly`
+(:mod:`vramancer_node.audit.readonly`, re-exported here) opens the files read-only
+without LMDB's lock, excluded from a running daemon by the daemon's ``node.lock``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,11 +56,9 @@ from crypto.audit import (
 from crypto.audit.note import NOTE_SIGNATURES_MAX
 from crypto.merkle import append_nodes, leaf_hash, root_hash
 from vramancer_node.audit.errors import (
-    StoreBusyError,
     StoreCorruptError,
     StoreFullError,
     StoreMismatchError,
-    StoreMissingError,
 )
 from vramancer_node.audit.layout import (
     DB_NAMES,
@@ -81,8 +74,8 @@ from vramancer_node.audit.layout import (
     tree_nodes_for_size,
     tree_position,
 )
+from vramancer_node.audit.readonly import open_readonly  # re-exported: the writer's twin
 from vramancer_node.audit.view import AuditReader, Databases, LogView, ResizeGate, StoredCheckpoint
-from vramancer_node.layout import LOCK_FILE_NAME
 from vramancer_node.logs import get_logger
 
 __all__ = [
@@ -369,68 +362,3 @@ def _initialise_meta(txn: lmdb.Transaction, dbs: Databases, owner: LogOwner) -> 
     txn.put(META_NODE_ID, owner.node_id.encode(), db=dbs.meta)
     txn.put(META_PUBLIC_KEY, owner.public_key, db=dbs.meta)
     txn.put(META_ORIGIN, owner.origin.encode(), db=dbs.meta)
-
-
-def open_readonly(state_dir: Path) -> AuditReader:
-    """Open the audit log of a *stopped* node read-only; see the module docstring.
-
-    Never creates or writes a file.  Raises :class:`StoreMissingError` if there is no
-    log, :class:`StoreBusyError` if a daemon runs with ``state_dir``.
-    """
-    state_dir = Path(state_dir)
-    directory = audit_dir(state_dir)
-    data_file = directory / "data.mdb"
-    if not data_file.is_file():
-        raise StoreMissingError(f"no audit log in {state_dir} ({data_file} does not exist)")
-    lock_fd = _share_state_lock(state_dir)
-    try:
-        env = lmdb.open(
-            str(directory),
-            map_size=max(data_file.stat().st_size, MAP_SIZE_BYTES_MIN),
-            subdir=True,
-            readonly=True,
-            lock=False,
-            create=False,
-            max_dbs=len(DB_NAMES),
-        )
-        try:
-            dbs = Databases.open(env, create=False)
-        except BaseException:
-            env.close()
-            raise
-    except BaseException as exc:
-        if lock_fd is not None:
-            os.close(lock_fd)
-        if isinstance(exc, (OSError, lmdb.Error)):
-            raise StoreCorruptError(f"cannot open the audit store in {directory}: {exc}") from exc
-        raise
-
-    def release() -> None:
-        if lock_fd is not None:
-            os.close(lock_fd)
-
-    return AuditReader(env, dbs, ResizeGate(), on_close=release)
-
-
-def _share_state_lock(state_dir: Path) -> int | None:
-    """Take ``node.lock`` shared (a running daemon holds it exclusively); return its fd,
-    or ``None`` when no daemon ever ran here.  Opened read-only: nothing is created."""
-    path = state_dir / LOCK_FILE_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise StoreBusyError(
-            f"a vramancer-node (pid {owner}) is running with state dir {state_dir}: "
-            f"ask it through its API instead of reading its files"
-        ) from None
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        raise
-    return fd

@@ -22,7 +22,9 @@ Its first byte is the :class:`FrameType`; the rest depends on the type:
 Continuation messages carry no type byte, so a bulk payload moves in full
 65519-byte chunks (65535 minus the 16-byte tag), and the sender encrypts one chunk
 at a time from a ``memoryview`` of the payload — the payload is never copied whole.
-:class:`FrameDecoder` reassembles a bulk payload into one preallocated buffer.
+:class:`FrameDecoder` reassembles a bulk payload into one buffer that grows as the
+chunks arrive: an announced length reserves nothing, so a peer cannot make us
+allocate more than it actually sends (at most ``bulk_bytes_max``).
 
 The explicit ``END_OF_STREAM`` frame makes truncation detectable: a connection that
 ends without it was cut, not finished.
@@ -175,8 +177,7 @@ class FrameDecoder:
 
     def __init__(self, *, bulk_bytes_max: int = BULK_BYTES_MAX_DEFAULT) -> None:
         self.bulk_bytes_max = bulk_bytes_max
-        self._bulk: tuple[int, bytes, bytearray] | None = None
-        self._bulk_filled = 0
+        self._bulk: tuple[int, bytes, int, bytearray] | None = None
         self._ended = False
 
     @property
@@ -215,24 +216,26 @@ class FrameDecoder:
             raise RemoteProtocolError(
                 f"BULK header length {header_len} does not match {len(header)} bytes sent"
             )
+        if header_len > BULK_HEADER_BYTES_MAX:
+            raise RemoteProtocolError(
+                f"BULK header of {header_len} bytes > {BULK_HEADER_BYTES_MAX}"
+            )
         if total > self.bulk_bytes_max:
             raise RemoteProtocolError(f"BULK payload of {total} bytes > {self.bulk_bytes_max}")
         if total == 0:
             return BulkFrame(kind=kind, header=header, body=bytearray())
-        self._bulk = (kind, header, bytearray(total))
-        self._bulk_filled = 0
+        # Grown chunk by chunk, never bytearray(total): the total is the peer's word.
+        self._bulk = (kind, header, total, bytearray())
         return None
 
     def _continue_bulk(self, chunk: bytes) -> Frame | None:
         assert self._bulk is not None
-        kind, header, buffer = self._bulk
-        remaining = len(buffer) - self._bulk_filled
-        expected = min(BULK_CHUNK_BYTES, remaining)
+        kind, header, total, buffer = self._bulk
+        expected = min(BULK_CHUNK_BYTES, total - len(buffer))
         if len(chunk) != expected:
             raise RemoteProtocolError(f"BULK chunk of {len(chunk)} bytes, expected {expected}")
-        buffer[self._bulk_filled : self._bulk_filled + expected] = chunk
-        self._bulk_filled += expected
-        if self._bulk_filled < len(buffer):
+        buffer += chunk
+        if len(buffer) < total:
             return None
         self._bulk = None
         return BulkFrame(kind=kind, header=header, body=buffer)

@@ -42,6 +42,7 @@ from crypto.binding import (
     AdmissionGrant,
     Auth,
     BindingError,
+    BindingFormatError,
     IdentityPayload,
     JoinRequest,
     Refusal,
@@ -175,6 +176,8 @@ async def noise_handshake(
         ) from exc
     except RemoteProtocolError as exc:
         raise HandshakeFailed("malformed", f"bad handshake framing: {exc}") from exc
+    except BindingFormatError as exc:
+        raise HandshakeFailed("malformed", f"bad identity payload: {exc}") from exc
     except BindingError as exc:
         raise HandshakeFailed("bad_signature", f"identity binding failed: {exc}") from exc
     h = hs.handshake_hash

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 import typer
 
 from cli.apiclient import api_get, api_post
+from cli.audit import audit_app
 from cli.common import (
     EXIT_NO_MATCH,
     EXIT_OK,
@@ -147,6 +148,7 @@ def _peer_row(member: dict[str, Any]) -> list[Any]:
 
 token_app = typer.Typer(help="Join tokens for new nodes.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(audit_app, name="audit")
 
 
 @token_app.command("create")

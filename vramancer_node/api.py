@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from vramancer_node.audit.routes import audit_routes
 from vramancer_node.cluster import TOKEN_TTL_S_DEFAULT, TOKEN_USES_DEFAULT
 from vramancer_node.logs import new_trace_id, trace_id_var
 
@@ -72,7 +73,7 @@ def create_app(node: Node) -> Starlette:
             if isinstance(value, bool) or not isinstance(value, int):
                 return _error(400, f"{name} must be an integer")
         try:
-            token, info = node.create_token(ttl_s, uses)
+            token, info = await node.create_token(ttl_s, uses)
         except PermissionError as exc:
             return _error(403, str(exc))
         except ValueError as exc:
@@ -86,6 +87,7 @@ def create_app(node: Node) -> Starlette:
         routes=[
             Route("/v1/status", status),
             Route("/v1/cluster/peers", peers),
+            *audit_routes(lambda: node.audit),
             Route("/v1/tokens", create_token, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

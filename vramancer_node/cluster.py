@@ -235,8 +235,11 @@ class Admin:
 
     def admit(
         self, request: JoinRequest, peer: IdentityPayload, h: bytes, now: float
-    ) -> AdmissionGrant:
-        """Redeem the joiner's token and certify it; state is saved before the grant leaves."""
+    ) -> tuple[AdmissionGrant, str]:
+        """Redeem the joiner's token and certify it; state is saved before the grant leaves.
+
+        Returns the grant and the id of the token that was spent.
+        """
         record = self.tokens.redeem(request.token_proof, h, now)
         serial = self.membership.next_serial
         signed = certs.issue(
@@ -251,11 +254,12 @@ class Admin:
         self.membership = replace(self.membership, next_serial=serial + 1)
         self.store.save(self.membership)
         self.store.save_tokens(self.tokens)
-        return AdmissionGrant(
+        grant = AdmissionGrant(
             certificate=signed.encode(),
             ca_pubkey=self.ca.pubkey,
             gossip_key=self.membership.gossip_keys[0],
         )
+        return grant, record.token_id
 
 
 __all__ = [

@@ -184,6 +184,17 @@ class MembershipSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuditSection:
+    cosign_interval_s: float = setting(
+        300.0,
+        "Time between checkpoint exchanges (and cosignatures) with each live member.",
+        unit="s",
+        min=1,
+        max=86400,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApiSection:
     shutdown_grace_s: float = setting(
         5.0, "Time in-flight API requests get to finish at shutdown.", unit="s", min=0, max=300
@@ -209,6 +220,7 @@ class NodeConfig:
     network: NetworkSection = field(default_factory=NetworkSection)
     discovery: DiscoverySection = field(default_factory=DiscoverySection)
     membership: MembershipSection = field(default_factory=MembershipSection)
+    audit: AuditSection = field(default_factory=AuditSection)
     api: ApiSection = field(default_factory=ApiSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
 
@@ -239,6 +251,7 @@ def _preset_overrides(preset: str) -> dict[str, Any]:
             "membership.gossip_to_the_dead_s": 15.0,
             "membership.push_pull_interval_s": 15.0,
             "membership.tcp_timeout_s": 1.0,
+            "audit.cosign_interval_s": 5.0,
         }
     return {}
 

@@ -34,10 +34,15 @@ from crypto.gossip import Keyring
 from crypto.identity import NodeIdentity, node_id_from_public_key
 from crypto.noise import KeyPair
 from crypto.tokens import parse_token
+from protocol.errors import RemoteProtocolError
+from protocol.frames import BulkFrame
 from protocol.membership import MemberRecord, MembershipTiming
+from protocol.session import SERVICE_AUDIT
 from vramancer_node import PROTOCOL_VERSION, __version__
 from vramancer_node.api import create_app
 from vramancer_node.apiserver import serve_api
+from vramancer_node.audit import AuditService, kinds
+from vramancer_node.audit.cosign import exchange_checkpoints
 from vramancer_node.cluster import (
     FOUNDING_TOKEN_TTL_S,
     FOUNDING_TOKEN_USES,
@@ -50,7 +55,13 @@ from vramancer_node.discovery import Discovery, _local_ipv4_addresses, browse
 from vramancer_node.layout import API_SOCKET_NAME
 from vramancer_node.logs import get_logger, new_trace_id, node_id_var, trace_id_var
 from vramancer_node.membership import MembershipService
-from vramancer_node.net.handshake import Credentials, HandshakeFailed, TrustPolicy
+from vramancer_node.net.handshake import (
+    AuthenticatedPeer,
+    Credentials,
+    HandshakeFailed,
+    TrustPolicy,
+)
+from vramancer_node.net.securestream import SecureStream
 from vramancer_node.peering import PeerService, join_via, wall_clock
 from vramancer_node.statelock import StateLock
 
@@ -61,6 +72,14 @@ DISCOVERY_WAIT_S = 3.0
 """How long a new node listens for its cluster on mDNS before joining or founding."""
 LEAVE_GRACE_S = 1.0
 """Time the goodbye gossip gets at shutdown."""
+
+
+BULK_KIND_AUDIT = 2
+"""BULK frame kind of an audit checkpoint-exchange message."""
+
+
+def _token_body(info: dict[str, Any]) -> dict[str, Any]:
+    return {"token_id": info["token_id"], "uses": info["uses"], "expires_at": info["expires_at"]}
 
 
 class StartupError(Exception):
@@ -95,6 +114,9 @@ class Node:
         self.store = ClusterStore(self.state_dir)
         self.membership: Membership | None = None
         self.gossip: MembershipService | None = None
+        self.audit: AuditService | None = None
+        self._services: trio.Nursery | None = None
+        self._pending_audit: list[tuple[str, dict[str, Any]]] = []
         self._joined_via: str | None = None
         self.admin: Admin | None = None
         self.creds = Credentials(
@@ -159,11 +181,14 @@ class Node:
             # same event); the other services are cancelled then.
             await nursery.start(self._serve_api)
             async with trio.open_nursery() as services:
+                self._services = services
+                await self._start_audit(services)
                 await services.start(self.peers.serve)
                 self.gossip = self._membership_service()
                 await services.start(self.gossip.run)
                 if self.config.discovery.mdns:
                     await services.start(self._run_discovery)
+                services.start_soon(self._cosign_loop)
                 self.state = "running"
                 log.info(
                     "node running",
@@ -192,17 +217,23 @@ class Node:
 
     def _admit(self, request: JoinRequest, peer: IdentityPayload, h: bytes) -> AdmissionGrant:
         assert self.admin is not None
-        grant = self.admin.admit(request, peer, h, wall_clock())
+        grant, token_id = self.admin.admit(request, peer, h, wall_clock())
         self.membership = self.admin.membership
         cert = SignedCertificate.decode(grant.certificate).unverified_certificate
+        node_id = node_id_from_public_key(peer.identity_pubkey)
         log.info(
             "admitted node",
             extra={
-                "peer_node_id": node_id_from_public_key(peer.identity_pubkey),
+                "peer_node_id": node_id,
                 "peer_name": request.node_name,
                 "peer_serial": cert.serial,
             },
         )
+        self._record(
+            kinds.NODE_ADMITTED,
+            {"node_id": node_id, "node_name": request.node_name, "serial": cert.serial},
+        )
+        self._record(kinds.TOKEN_USED, {"token_id": token_id, "node_id": node_id})
         return grant
 
     def _use_membership(self, membership: Membership) -> None:
@@ -224,10 +255,17 @@ class Node:
             membership = self.store.found(self.identity, self.name, wall_clock())
             self._use_membership(membership)
             assert self.admin is not None
-            token, _ = self.admin.create_token(
+            token, info = self.admin.create_token(
                 wall_clock(), FOUNDING_TOKEN_TTL_S, FOUNDING_TOKEN_USES
             )
             log.info("founded cluster", extra={"cluster_id": membership.cluster_id})
+            self._pending_audit += [
+                (
+                    kinds.CLUSTER_FOUNDED,
+                    {"cluster_id": membership.cluster_id, "node_name": self.name},
+                ),
+                (kinds.TOKEN_CREATED, _token_body(info)),
+            ]
             self._announce(
                 f"Founded cluster {membership.cluster_id}. Join other nodes within the hour "
                 f"(up to {FOUNDING_TOKEN_USES}) with:\n"
@@ -427,7 +465,7 @@ class Node:
 
     # -- API ------------------------------------------------------------------
 
-    def create_token(self, ttl_s: int, uses: int) -> tuple[str, dict[str, Any]]:
+    async def create_token(self, ttl_s: int, uses: int) -> tuple[str, dict[str, Any]]:
         """Make a join token (admins only; raises PermissionError otherwise)."""
         if self.admin is None:
             raise PermissionError(
@@ -435,7 +473,88 @@ class Node:
             )
         text, info = self.admin.create_token(wall_clock(), ttl_s, uses)
         log.info("join token created", extra=info)
+        if self.audit is not None:
+            await self.audit.append(kinds.TOKEN_CREATED, _token_body(info))
         return text, info
+
+    # -- audit ----------------------------------------------------------------
+
+    async def _start_audit(self, nursery: trio.Nursery) -> None:
+        assert self.membership is not None
+        self.audit = AuditService(self.state_dir, self.identity, self.membership.cluster_id)
+        await nursery.start(self.audit.run)
+        self.peers.on_refused = self.audit.note_refused_handshake
+        self.peers.register(SERVICE_AUDIT, self._serve_audit_session)
+        for kind, body in self._pending_audit:
+            await self.audit.append(kind, body)
+        self._pending_audit.clear()
+
+    def _record(self, kind: str, body: dict[str, Any]) -> None:
+        """Append to the audit log from synchronous code (durable a moment later)."""
+        if self.audit is not None and self._services is not None:
+            self._services.start_soon(self.audit.append, kind, body)
+        else:
+            self._pending_audit.append((kind, body))
+
+    async def _exchange_checkpoints(self, peer: AuthenticatedPeer, secure: SecureStream) -> None:
+        assert self.audit is not None
+
+        async def send(message: bytes) -> None:
+            await secure.send_bulk(BULK_KIND_AUDIT, b"", message)
+
+        async def receive() -> bytes:
+            frame = await secure.receive_frame()
+            if not isinstance(frame, BulkFrame) or frame.kind != BULK_KIND_AUDIT:
+                raise RemoteProtocolError(
+                    f"expected an audit BULK frame, got {type(frame).__name__}"
+                )
+            return bytes(frame.body)
+
+        result = await exchange_checkpoints(
+            send, receive, self.audit, peer.node_id, peer.public_key
+        )
+        log.info(
+            "exchanged audit checkpoints",
+            extra={
+                "peer_node_id": peer.node_id,
+                "our_size": result.our_size,
+                "our_cosigned": result.our_cosigned,
+                "peer_size": result.peer_size,
+                "peer_cosigned": result.peer_cosigned,
+                "refusal": result.our_refusal or result.peer_refusal,
+            },
+        )
+
+    async def _serve_audit_session(
+        self, peer: AuthenticatedPeer, secure: SecureStream, body: bytes
+    ) -> None:
+        await self._exchange_checkpoints(peer, secure)
+
+    async def _cosign_loop(self) -> None:
+        """Exchange and cosign checkpoints with every live member, periodically."""
+        assert self.gossip is not None
+        while True:
+            await trio.sleep(self.config.audit.cosign_interval_s)
+            for member in self.gossip.core.members():
+                if member.record.node_id == self.identity.node_id or member.state.name != "ALIVE":
+                    continue
+                try:
+                    async with self.peers.open_session(
+                        member.record.addresses[0], SERVICE_AUDIT
+                    ) as (peer, secure):
+                        await self._exchange_checkpoints(peer, secure)
+                except (
+                    HandshakeFailed,
+                    RemoteProtocolError,
+                    OSError,
+                    trio.TooSlowError,
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                ) as exc:
+                    log.warning(
+                        "checkpoint exchange failed",
+                        extra={"peer_node_id": member.record.node_id, "detail": str(exc)},
+                    )
 
     async def _serve_api(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED

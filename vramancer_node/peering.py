@@ -92,9 +92,13 @@ class PeerService:
         self.handshakes: collections.Counter[str] = collections.Counter()
         self.bound: list[str] = []
         self._handlers: dict[str, SessionHandler] = {}
+        self.on_refused: Callable[[str, str], None] | None = None
+        """Called with (reason, address) for every refused or failed handshake."""
 
-    def _count(self, outcome: str) -> None:
+    def _count(self, outcome: str, address: str | None = None) -> None:
         self.handshakes[outcome] += 1
+        if outcome != "ok" and address is not None and self.on_refused is not None:
+            self.on_refused(outcome, address)
 
     async def serve(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
@@ -128,13 +132,13 @@ class PeerService:
                 await self._serve_session(peer, secure, address)
             await secure.aclose()
         except trio.TooSlowError:
-            self._count("timeout")
+            self._count("timeout", address)
             log.warning(
                 "handshake timed out", extra={"peer_address": address, "timeout_s": self.timeout_s}
             )
         except CONNECTION_ERRORS as exc:
             reason = exc.reason if isinstance(exc, HandshakeFailed) else type(exc).__name__
-            self._count(reason)
+            self._count(reason, address)
             log.warning(
                 "refused connection",
                 extra={"peer_address": address, "reason": reason, "detail": str(exc)},

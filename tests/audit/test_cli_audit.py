@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,16 +34,8 @@ RECORDS = 28
 CHECKPOINTS = (10, 25)
 
 
-def _mounted_in_client() -> bool:
-    from cli.client import app
-
-    return any(group.name == "audit" for group in app.registered_groups)
-
-
 def audit_command(*args: str) -> list[str]:
-    if _mounted_in_client():
-        return [program("vramancer"), "audit", *args]
-    return [sys.executable, "-c", "from cli.audit import main; main()", *args]
+    return [program("vramancer"), "audit", *args]
 
 
 def audit(*args: str) -> subprocess.CompletedProcess[str]:
@@ -64,7 +55,7 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 1, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("vramancer audit: error: ")
+    assert lines[0].startswith("vramancer: error: ")
     return lines[0]
 
 

@@ -129,7 +129,7 @@ class Founder:
     policy: TrustPolicy
 
     def admitter(self, now: float = NOW_S) -> Admitter:
-        return lambda request, peer, h: self.admin.admit(request, peer, h, now)
+        return lambda request, peer, h: self.admin.admit(request, peer, h, now)[0]
 
     def token(self, *, uses: int = 1, ttl_s: int = 600, now: float = NOW_S) -> tuple[str, str]:
         """A join token's text and id."""

@@ -110,7 +110,7 @@ class Listener:
 
     def side(self) -> Callable[[trio.abc.HalfCloseableStream], Awaitable[object]]:
         def admit(request, peer, h):  # type: ignore[no-untyped-def]
-            return self.admin.admit(request, peer, h, NOW_S)
+            return self.admin.admit(request, peer, h, NOW_S)[0]
 
         return responder_side(BOB, ALPHA.policy(), admit)
 

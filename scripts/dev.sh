@@ -61,7 +61,8 @@ start_node() {  # start_node NAME STATE_DIR [join args...]: background node, wai
     --listen 127.0.0.1:0 --log-format text "$@" >"$state.out" 2>"$state.log" &
   echo $! >"$state.pid"
   for _ in $(seq 1 150); do
-    [ -S "$state/api.sock" ] && return 0
+    [ -S "$state/api.sock" ] && "$VENV/bin/vramancer" --state-dir "$state" status --json 2>/dev/null \
+      | grep -q '"state": "running"' && return 0
     kill -0 "$(cat "$state.pid")" 2>/dev/null || { cat "$state.out" "$state.log" >&2; say "$name did not start"; exit 1; }
     sleep 0.1
   done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,15 +44,29 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     )
 
 
+def _ready(path: Path) -> bool:
+    """GET /readyz over the API socket: True once the node reports ready."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(str(path))
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+            reply = sock.recv(64)
+        except OSError:
+            return False
+    return reply.startswith(b"HTTP/1.1 200")
+
+
 def wait_for_socket(path: Path, proc: subprocess.Popen[str], timeout_s: float = 30) -> None:
-    """Wait until ``path`` exists, failing early (with its output) if ``proc`` died."""
+    """Wait until the node's API socket ``path`` answers ready (every service started),
+    failing early (with its output) if ``proc`` died."""
     deadline = time.monotonic() + timeout_s
-    while not path.exists():
+    while not (path.exists() and _ready(path)):
         if proc.poll() is not None:
             out, err = proc.communicate()
             raise AssertionError(f"daemon exited {proc.returncode}: {out}\n{err}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear within {timeout_s} s")
+            raise AssertionError(f"{path} did not become ready within {timeout_s} s")
         time.sleep(0.05)
 
 

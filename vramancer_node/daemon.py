@@ -51,6 +51,7 @@ from vramancer_node.cluster import (
     Membership,
 )
 from vramancer_node.config import NodeConfig, parse_hostport
+from vramancer_node.devices import DeviceMonitor, gossip_records
 from vramancer_node.discovery import Discovery, _local_ipv4_addresses, browse
 from vramancer_node.layout import API_SOCKET_NAME
 from vramancer_node.logs import get_logger, new_trace_id, node_id_var, trace_id_var
@@ -68,6 +69,8 @@ from vramancer_node.statelock import StateLock
 log = get_logger("daemon")
 
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEVICE_REFRESH_INTERVAL_S = 10.0
+"""How often memory and devices are re-probed (changes are gossiped)."""
 DISCOVERY_WAIT_S = 3.0
 """How long a new node listens for its cluster on mDNS before joining or founding."""
 LEAVE_GRACE_S = 1.0
@@ -115,7 +118,7 @@ class Node:
         self.membership: Membership | None = None
         self.gossip: MembershipService | None = None
         self.audit: AuditService | None = None
-        self._services: trio.Nursery | None = None
+        self.devices: DeviceMonitor | None = None
         self._pending_audit: list[tuple[str, dict[str, Any]]] = []
         self._joined_via: str | None = None
         self.admin: Admin | None = None
@@ -181,10 +184,13 @@ class Node:
             # same event); the other services are cancelled then.
             await nursery.start(self._serve_api)
             async with trio.open_nursery() as services:
-                self._services = services
                 await self._start_audit(services)
                 await services.start(self.peers.serve)
-                self.gossip = self._membership_service()
+                self.devices = DeviceMonitor(
+                    self._devices_changed, refresh_interval_s=DEVICE_REFRESH_INTERVAL_S
+                )
+                first_devices = await services.start(self.devices.run)
+                self.gossip = self._membership_service(gossip_records(first_devices))
                 await services.start(self.gossip.run)
                 if self.config.discovery.mdns:
                     await services.start(self._run_discovery)
@@ -215,7 +221,7 @@ class Node:
             now=wall_clock,
         )
 
-    def _admit(self, request: JoinRequest, peer: IdentityPayload, h: bytes) -> AdmissionGrant:
+    async def _admit(self, request: JoinRequest, peer: IdentityPayload, h: bytes) -> AdmissionGrant:
         assert self.admin is not None
         grant, token_id = self.admin.admit(request, peer, h, wall_clock())
         self.membership = self.admin.membership
@@ -229,11 +235,12 @@ class Node:
                 "peer_serial": cert.serial,
             },
         )
-        self._record(
-            kinds.NODE_ADMITTED,
-            {"node_id": node_id, "node_name": request.node_name, "serial": cert.serial},
-        )
-        self._record(kinds.TOKEN_USED, {"token_id": token_id, "node_id": node_id})
+        if self.audit is not None:  # durable before the grant leaves
+            await self.audit.append(
+                kinds.NODE_ADMITTED,
+                {"node_id": node_id, "node_name": request.node_name, "serial": cert.serial},
+            )
+            await self.audit.append(kinds.TOKEN_USED, {"token_id": token_id, "node_id": node_id})
         return grant
 
     def _use_membership(self, membership: Membership) -> None:
@@ -378,7 +385,12 @@ class Node:
             host = _local_ipv4_addresses()[0]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    def _membership_service(self) -> MembershipService:
+    def _devices_changed(self, devices: list[Any]) -> None:
+        if self.gossip is not None:
+            self.gossip.update_local(devices=gossip_records(devices))
+            log.info("devices changed", extra={"devices": [d.to_dict() for d in devices]})
+
+    def _membership_service(self, devices: tuple[Any, ...]) -> MembershipService:
         assert self.membership is not None
         cert = self.membership.cert
         local = MemberRecord(
@@ -388,6 +400,7 @@ class Node:
             roles=cert.roles,
             software_version=__version__,
             protocol_version=PROTOCOL_VERSION,
+            devices=devices,
         )
         timing = MembershipTiming(
             **{f.name: getattr(self.config.membership, f.name) for f in fields(MembershipTiming)}
@@ -488,13 +501,6 @@ class Node:
         for kind, body in self._pending_audit:
             await self.audit.append(kind, body)
         self._pending_audit.clear()
-
-    def _record(self, kind: str, body: dict[str, Any]) -> None:
-        """Append to the audit log from synchronous code (durable a moment later)."""
-        if self.audit is not None and self._services is not None:
-            self._services.start_soon(self.audit.append, kind, body)
-        else:
-            self._pending_audit.append((kind, body))
 
     async def _exchange_checkpoints(self, peer: AuthenticatedPeer, secure: SecureStream) -> None:
         assert self.audit is not None

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.testing
@@ -129,7 +130,10 @@ class Founder:
     policy: TrustPolicy
 
     def admitter(self, now: float = NOW_S) -> Admitter:
-        return lambda request, peer, h: self.admin.admit(request, peer, h, now)[0]
+        async def admit(request: Any, peer: Any, h: bytes) -> Any:
+            return self.admin.admit(request, peer, h, now)[0]
+
+        return admit
 
     def token(self, *, uses: int = 1, ttl_s: int = 600, now: float = NOW_S) -> tuple[str, str]:
         """A join token's text and id."""

@@ -300,7 +300,7 @@ async def test_a_node_without_certificate_at_a_non_admin_gets_not_admin(founder:
 def _rogue_admitter(rogue: Cluster, ca_pubkey: bytes):
     """An admin that ignores the token proof and certifies with ``rogue``'s key."""
 
-    def admit(request: binding.JoinRequest, peer: binding.IdentityPayload, h: bytes):
+    async def admit(request: binding.JoinRequest, peer: binding.IdentityPayload, h: bytes):
         cert = rogue.certificate(peer.identity_pubkey, name=request.node_name, serial=2)
         return AdmissionGrant(certificate=cert, ca_pubkey=ca_pubkey, gossip_key=bytes(32))
 
@@ -347,7 +347,7 @@ async def test_a_joiner_refuses_a_grant_certifying_another_key(founder: Founder)
     token, _ = founder.token()
     ca = Cluster(founder.admin.ca)
 
-    def admit(request: binding.JoinRequest, peer: binding.IdentityPayload, h: bytes):
+    async def admit(request: binding.JoinRequest, peer: binding.IdentityPayload, h: bytes):
         cert = ca.certificate(identity("mallory").public_key, name=request.node_name, serial=2)
         return AdmissionGrant(certificate=cert, ca_pubkey=ca.ca.pubkey, gossip_key=bytes(32))
 

@@ -109,7 +109,7 @@ class Listener:
         return results[1]
 
     def side(self) -> Callable[[trio.abc.HalfCloseableStream], Awaitable[object]]:
-        def admit(request, peer, h):  # type: ignore[no-untyped-def]
+        async def admit(request, peer, h):  # type: ignore[no-untyped-def]
             return self.admin.admit(request, peer, h, NOW_S)[0]
 
         return responder_side(BOB, ALPHA.policy(), admit)

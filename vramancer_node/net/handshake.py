@@ -32,7 +32,7 @@ closes the transport; nothing here retries.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
 import trio
@@ -286,8 +286,9 @@ async def exchange_verdicts(
 
 # -- admission --------------------------------------------------------------------------
 
-Admitter = Callable[[JoinRequest, IdentityPayload, bytes], AdmissionGrant]
-"""The admin's decision on a join request (raises TokenError to refuse)."""
+Admitter = Callable[[JoinRequest, IdentityPayload, bytes], Awaitable[AdmissionGrant]]
+"""The admin's decision on a join request (raises TokenError to refuse).  Async, so the
+admin can make the admission durable (state file, audit record) before the grant leaves."""
 
 
 async def respond(
@@ -318,7 +319,7 @@ async def respond(
         raise await _refuse(stream, refusal, what=f"join of {request.node_name!r}")
     assert admitter is not None
     try:
-        grant = admitter(request, peer, h)
+        grant = await admitter(request, peer, h)
     except (TokenError, CertificateError) as exc:
         raise await _refuse(
             stream, refusal_for(exc), what=f"join of {request.node_name!r}"

@@ -169,6 +169,7 @@ class Node:
             "listen": self.config.network.listen,
             "listening": list(self.peers.bound),
             "handshakes": dict(sorted(self.peers.handshakes.items())),
+            "gossip": self._gossip_stats(),
             "peers": list(self.config.network.peers),
             "mdns": self.config.discovery.mdns,
             "state_dir": str(self.state_dir),
@@ -349,6 +350,16 @@ class Node:
                 gossip_keys=(admission.gossip_key,),
             )
             self.store.save(membership)
+            self._pending_audit.append(
+                (
+                    kinds.NODE_ADMITTED,
+                    {
+                        "node_id": self.identity.node_id,
+                        "node_name": self.name,
+                        "serial": admission.serial,
+                    },
+                )
+            )
             log.info(
                 "admitted to cluster",
                 extra={
@@ -443,6 +454,16 @@ class Node:
                 if known is None or known.state.name in ("DEAD", "LEFT"):
                     log.info("found a member with mDNS", extra={"member": node.node_id})
                     self.gossip.join(list(node.addresses))
+
+    def _gossip_stats(self) -> dict[str, Any] | None:
+        if self.gossip is None:
+            return None
+        return {
+            "dropped": dict(sorted(self.gossip.dropped.items())),
+            "sessions": dict(sorted(self.gossip.sessions.items())),
+            "health_score": self.gossip.core.health_score,
+            "members": len(self.gossip.core.members()),
+        }
 
     def peers_view(self) -> list[dict[str, Any]]:
         """Every member as ``vramancer peers`` shows it (schema vramancer.peers.v1)."""

@@ -1,0 +1,241 @@
+"""The state every Raft node keeps, and the role changes that reset it.
+
+Theory of operation
+-------------------
+:class:`NodeCore` holds a node's state and the transitions between roles; the
+election rules live in ``election.py``, replication in ``replication.py`` and the
+public API in ``node.py``, each a layer over this class.
+
+Persistent state (``term``, ``vote``, the log) survives restarts through ``Ready``;
+everything else starts afresh as a follower with no leader known.
+
+Configuration takes effect when committed
+-----------------------------------------
+``conf`` is the configuration of the *committed* prefix of the log: a conf-change
+entry changes it when the node learns the entry is committed (the way etcd applies
+changes).  A leader proposes a change only once the previous one and an entry of its
+own term are committed (Ongaro's fix for one-at-a-time changes), so the
+configurations any two nodes act on are equal or neighbours in one chain of
+single-voter changes, whose majorities overlap.
+
+Who votes: a node grants votes only while it is a voter in the *latest*
+configuration in its log, committed or not.  So a learner never votes, yet a learner
+that was just promoted can help elect a leader before it learns of the commit.
+Who campaigns: only a voter of the committed configuration.
+"""
+
+from __future__ import annotations
+
+from random import Random
+
+from protocol.raft.conf import ConfChange, ConfState, check_node_id
+from protocol.raft.config import RaftConfig
+from protocol.raft.entries import Entry, EntryKind, HardState, PersistentState
+from protocol.raft.log import RaftLog
+from protocol.raft.messages import Message, TimeoutNow
+from protocol.raft.progress import Progress
+from protocol.raft.ready import Ready, SoftState
+from protocol.raft.roles import Role, Trigger, next_role
+
+
+class NodeCore:
+    """State and role transitions of one Raft node.  Attributes are read-only outside."""
+
+    def __init__(
+        self,
+        node_id: str,
+        config: RaftConfig,
+        storage_state: PersistentState | None,
+        rng: Random,
+    ) -> None:
+        check_node_id("node_id", node_id)
+        self.id = node_id
+        self.config = config
+        self._rng = rng
+        self.log = RaftLog(storage_state)
+        hard = storage_state.hard_state if storage_state else HardState(term=0, vote=None, commit=0)
+        self.term = hard.term
+        """Current term (persisted)."""
+        self.vote: str | None = hard.vote
+        """Whom this node voted for in ``term`` (persisted)."""
+        self.conf = self.log.snapshot.conf
+        """Configuration of the committed log prefix (see the module docstring)."""
+        self._apply_conf_changes(self.log.slice(self.log.first_index, self.log.committed + 1))
+        self.role = Role.FOLLOWER
+        self.leader_id: str | None = None
+        """Leader of ``term`` as far as this node knows."""
+        self.election_elapsed = 0
+        """Ticks since the leader was last heard (leader: since the last quorum check)."""
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = 0
+        self.progress: dict[str, Progress] = {}
+        """Leader only: what each other member holds."""
+        self.votes: dict[str, bool] = {}
+        """(Pre-)candidate only: answers received, this node included."""
+        self.transferee: str | None = None
+        """Leader only: the voter leadership is being handed to."""
+        self.pending_conf_index = 0
+        """Leader only: no new conf change until the commit index reaches this."""
+        self.uncommitted_bytes = 0
+        """Leader only: proposal bytes appended in this term and not yet committed."""
+        self._messages: list[Message] = []
+        self._prev_hard_state = hard
+        self._prev_soft_state = SoftState(leader_id=None, role=Role.FOLLOWER)
+        self._outstanding: Ready | None = None
+        self._reset_election_timeout()
+
+    # ------------------------------------------------------------ derived facts
+
+    def hard_state(self) -> HardState:
+        return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
+
+    def soft_state(self) -> SoftState:
+        return SoftState(leader_id=self.leader_id, role=self.role)
+
+    def promotable(self) -> bool:
+        """May this node campaign?  Only voters of the committed configuration."""
+        return self.id in self.conf.voters
+
+    def may_vote(self) -> bool:
+        """May this node grant votes?  Only voters of the latest logged configuration."""
+        conf = self.conf
+        for entry in self.log.slice(self.log.committed + 1, self.log.last_index + 1):
+            if entry.kind is EntryKind.CONF_CHANGE:
+                conf = conf.apply(ConfChange.from_bytes(entry.data))
+        return self.id in conf.voters
+
+    def conf_at(self, index: int) -> ConfState:
+        """The configuration committed at ``index`` (held in the log, >= snapshot)."""
+        conf = self.log.snapshot.conf
+        for entry in self.log.slice(self.log.first_index, index + 1):
+            if entry.kind is EntryKind.CONF_CHANGE:
+                conf = conf.apply(ConfChange.from_bytes(entry.data))
+        return conf
+
+    # ------------------------------------------------------------ role changes
+
+    def _transition(self, trigger: Trigger) -> None:
+        self.role = next_role(self.role, trigger)
+
+    def _reset_election_timeout(self) -> None:
+        ticks = self.config.election_ticks
+        self.randomized_election_timeout = ticks + self._rng.randrange(ticks)
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self.leader_id = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_election_timeout()
+        self.progress = {}
+        self.votes = {}
+        self.transferee = None
+        self.pending_conf_index = 0
+        self.uncommitted_bytes = 0
+
+    def become_follower(self, term: int, leader_id: str | None, trigger: Trigger) -> None:
+        self._transition(trigger)
+        self._reset(term)
+        self.leader_id = leader_id
+
+    def become_pre_candidate(self) -> None:
+        """PreVote round: term and vote stay as they are (Raft thesis §9.6)."""
+        self._transition(Trigger.ELECTION_TIMEOUT)
+        self.votes = {}
+        self.leader_id = None
+        self.progress = {}
+
+    def become_candidate(self, trigger: Trigger) -> None:
+        self._transition(trigger)
+        self._reset(self.term + 1)
+        self.vote = self.id
+
+    def become_leader(self) -> None:
+        self._transition(Trigger.VOTE_WON)
+        self._reset(self.term)
+        self.leader_id = self.id
+        self._sync_progress()
+        # An entry of our own term: committing it commits everything before it
+        # (Raft §5.4.2), and conf changes wait for it (one-at-a-time safety).
+        self.log.append(
+            [Entry(index=self.log.last_index + 1, term=self.term, kind=EntryKind.NORMAL, data=b"")]
+        )
+        self.pending_conf_index = self.log.last_index
+
+    def _sync_progress(self) -> None:
+        """Leader: one Progress per member other than this node, new ones probing."""
+        members = self.conf.members - {self.id}
+        for node_id in list(self.progress):
+            if node_id not in members:
+                del self.progress[node_id]
+        for node_id in sorted(members - self.progress.keys()):
+            self.progress[node_id] = Progress(
+                next_index=self.log.last_index + 1,
+                inflight_max=self.config.inflight_appends_max,
+            )
+
+    # ------------------------------------------------------------ commit
+
+    def commit_to(self, index: int) -> bool:
+        """Raise the commit index and apply the conf changes it commits."""
+        old = self.log.committed
+        if not self.log.commit_to(index):
+            return False
+        committed = self.log.slice(old + 1, index + 1)
+        if self.role is Role.LEADER:
+            done = sum(len(entry.data) for entry in committed)
+            self.uncommitted_bytes = max(0, self.uncommitted_bytes - done)
+        if self._apply_conf_changes(committed):
+            self._conf_changed()
+        return True
+
+    def _apply_conf_changes(self, entries: list[Entry]) -> bool:
+        changed = False
+        for entry in entries:
+            if entry.kind is EntryKind.CONF_CHANGE:
+                self.conf = self.conf.apply(ConfChange.from_bytes(entry.data))
+                changed = True
+        return changed
+
+    def _conf_changed(self) -> None:
+        if self.role is not Role.LEADER:
+            return
+        self._sync_progress()
+        if self.transferee is not None and self.transferee not in self.conf.voters:
+            self.transferee = None
+        if self.id not in self.conf.voters:
+            self._step_down_removed()
+        elif self.maybe_commit():
+            self.broadcast_append()
+
+    def _step_down_removed(self) -> None:
+        """The leader committed its own removal: tell everyone, hand over, step down."""
+        self.broadcast_append()
+        caught_up = [
+            node_id
+            for node_id, progress in sorted(self.progress.items())
+            if node_id in self.conf.voters and progress.match == self.log.last_index
+        ]
+        if caught_up:
+            self.send(TimeoutNow(term=self.term, from_id=self.id, to_id=caught_up[0]))
+        self.become_follower(self.term, None, Trigger.LEADER_REMOVED)
+
+    def maybe_commit(self) -> bool:
+        """Leader: commit what a quorum of voters holds, if it is of this term."""
+        match = {node_id: progress.match for node_id, progress in self.progress.items()}
+        match[self.id] = self.log.last_index
+        index = self.conf.committed_index(match)
+        if index > self.log.committed and self.log.term(index) == self.term:
+            return self.commit_to(index)
+        return False
+
+    # ------------------------------------------------------------ output
+
+    def send(self, message: Message) -> None:
+        self._messages.append(message)
+
+    def broadcast_append(self) -> None:
+        """Overridden in ``replication.py``."""
+        raise NotImplementedError

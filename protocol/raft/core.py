@@ -18,10 +18,23 @@ own term are committed (Ongaro's fix for one-at-a-time changes), so the
 configurations any two nodes act on are equal or neighbours in one chain of
 single-voter changes, whose majorities overlap.
 
-Who votes: a node grants votes only while it is a voter in the *latest*
-configuration in its log, committed or not.  So a learner never votes, yet a learner
-that was just promoted can help elect a leader before it learns of the commit.
-Who campaigns: only a voter of the committed configuration.
+Who campaigns: only a voter of its own committed configuration, so a learner never
+does.  Who is asked and counted: only the voters of the candidate's committed
+configuration, so a learner's vote is never requested or counted by a node that
+knows it is a learner.  A node *answers* every vote request by the usual rules
+(etcd does the same): the only candidates that ask a learner are those whose
+configuration predates its demotion (or postdates a promotion it has not yet
+learned), and refusing them can deadlock the cluster for good.  Example: voters
+{L, X}; L demotes X, X learns the commit, L crashes before persisting it.  L
+restarts with {L, X} and needs X's vote; a strictly silent X would leave no node
+able to win an election ever again.
+
+A leader whose committed configuration no longer counts it as a voter keeps leading
+(refusing proposals, exempt from CheckQuorum) and hands leadership to the most
+caught-up voter with ``TimeoutNow``, retrying every election timeout, until a
+leader of a higher term takes over.  Stepping down at once could strand the other
+voters: if they have not yet learned the commit they still need this node's vote,
+and its log may be newer than theirs.
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ from protocol.raft.conf import ConfChange, ConfState, check_node_id
 from protocol.raft.config import RaftConfig
 from protocol.raft.entries import Entry, EntryKind, HardState, PersistentState
 from protocol.raft.log import RaftLog
-from protocol.raft.messages import Message, TimeoutNow
+from protocol.raft.messages import Message
 from protocol.raft.progress import Progress
 from protocol.raft.ready import Ready, SoftState
 from protocol.raft.roles import Role, Trigger, next_role
@@ -95,14 +108,6 @@ class NodeCore:
     def promotable(self) -> bool:
         """May this node campaign?  Only voters of the committed configuration."""
         return self.id in self.conf.voters
-
-    def may_vote(self) -> bool:
-        """May this node grant votes?  Only voters of the latest logged configuration."""
-        conf = self.conf
-        for entry in self.log.slice(self.log.committed + 1, self.log.last_index + 1):
-            if entry.kind is EntryKind.CONF_CHANGE:
-                conf = conf.apply(ConfChange.from_bytes(entry.data))
-        return self.id in conf.voters
 
     def conf_at(self, index: int) -> ConfState:
         """The configuration committed at ``index`` (held in the log, >= snapshot)."""
@@ -206,21 +211,9 @@ class NodeCore:
         if self.transferee is not None and self.transferee not in self.conf.voters:
             self.transferee = None
         if self.id not in self.conf.voters:
-            self._step_down_removed()
+            self.hand_over()
         elif self.maybe_commit():
             self.broadcast_append()
-
-    def _step_down_removed(self) -> None:
-        """The leader committed its own removal: tell everyone, hand over, step down."""
-        self.broadcast_append()
-        caught_up = [
-            node_id
-            for node_id, progress in sorted(self.progress.items())
-            if node_id in self.conf.voters and progress.match == self.log.last_index
-        ]
-        if caught_up:
-            self.send(TimeoutNow(term=self.term, from_id=self.id, to_id=caught_up[0]))
-        self.become_follower(self.term, None, Trigger.LEADER_REMOVED)
 
     def maybe_commit(self) -> bool:
         """Leader: commit what a quorum of voters holds, if it is of this term."""
@@ -237,5 +230,9 @@ class NodeCore:
         self._messages.append(message)
 
     def broadcast_append(self) -> None:
+        """Overridden in ``replication.py``."""
+        raise NotImplementedError
+
+    def hand_over(self) -> None:
         """Overridden in ``replication.py``."""
         raise NotImplementedError

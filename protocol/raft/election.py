@@ -105,11 +105,7 @@ class Election(NodeCore):
             or (self.vote is None and self.leader_id is None)
             or (message.pre_vote and message.term > self.term)
         )
-        granted = (
-            may_grant
-            and self.log.is_up_to_date(message.last_index, message.last_term)
-            and self.may_vote()
-        )
+        granted = may_grant and self.log.is_up_to_date(message.last_index, message.last_term)
         self.send(
             VoteResponse(
                 # A granted pre-vote answers in the future term it was asked about.

@@ -228,12 +228,8 @@ class RaftNode(Election, Replication):
             return
         if target not in self.conf.voters:
             raise LocalProtocolError(f"cannot transfer leadership to {target!r}: not a voter")
-        self.transferee = target
         self.election_elapsed = 0  # the transfer must finish within one election timeout
-        if self.progress[target].match == self.log.last_index:
-            self.send(TimeoutNow(term=self.term, from_id=self.id, to_id=target))
-        else:
-            self.send_append(target)
+        self.begin_transfer(target)
 
     def compact(self, index: int, data: bytes) -> Snapshot:
         """Replace entries up to applied ``index`` by a snapshot holding ``data``.

@@ -104,7 +104,8 @@ class Replication(NodeCore):
         self.election_elapsed += 1
         if self.election_elapsed >= self.config.election_ticks:
             self.election_elapsed = 0
-            if self.config.check_quorum:
+            removed = self.id not in self.conf.voters
+            if self.config.check_quorum and not removed:
                 active = {n for n, p in self.progress.items() if p.recent_active} | {self.id}
                 if not self.conf.has_active_quorum(active):
                     self.become_follower(self.term, None, Trigger.QUORUM_LOST)
@@ -112,6 +113,8 @@ class Replication(NodeCore):
                 for progress in self.progress.values():
                     progress.recent_active = False
             self.transferee = None  # a transfer gets one election timeout
+            if removed:
+                self.hand_over()
         for progress in self.progress.values():
             if progress.state is ProgressState.SNAPSHOT:
                 progress.snapshot_wait_ticks -= 1
@@ -120,6 +123,20 @@ class Replication(NodeCore):
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self.broadcast_heartbeat()
+
+    def begin_transfer(self, target: str) -> None:
+        """Leader: hand over to ``target`` as soon as it holds our whole log."""
+        self.transferee = target
+        if self.progress[target].match == self.log.last_index:
+            self.send(TimeoutNow(term=self.term, from_id=self.id, to_id=target))
+        else:
+            self.send_append(target)
+
+    def hand_over(self) -> None:
+        """Leader no longer a voter: transfer to the most caught-up voter."""
+        voters = [n for n in self.progress if n in self.conf.voters]
+        if voters:
+            self.begin_transfer(max(voters, key=lambda n: (self.progress[n].match, n)))
 
     # ------------------------------------------------------------ leader: answers
 

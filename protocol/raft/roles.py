@@ -10,13 +10,15 @@ Theory of operation
       |  |  |                          |   +--------------------+  |             |
       |  |  +-------- lost, or heard a leader, or higher term -----+             |
       |  |                                                                       |
-      |  +---- higher term, quorum silent (CheckQuorum), removed/demoted --------+
+      |  +---- higher term, or a quorum silent for an election timeout ----------+
       |
       +---- TimeoutNow from the leader (transfer) goes straight to CANDIDATE
 
 Without PreVote an election timeout leads straight to CANDIDATE.  Only a voter of the
 node's committed configuration ever leaves FOLLOWER on its own; learners and nodes
-outside the configuration stay followers (they never campaign and never vote).
+outside the configuration stay followers: they never campaign, and no node that
+knows them as learners asks for or counts their vote (``core.py`` explains why they
+still answer a candidate whose configuration is older).
 
 The core calls :func:`next_role` for every change; a (role, trigger) pair missing
 from :data:`TRANSITIONS` is a bug in the core and raises ``LocalProtocolError``.
@@ -57,8 +59,6 @@ class Trigger(enum.Enum):
     """A message carried a higher term."""
     QUORUM_LOST = "quorum lost"
     """CheckQuorum: a quorum of voters was silent for an election timeout."""
-    LEADER_REMOVED = "leader removed"
-    """The leader committed a configuration in which it is not a voter."""
 
 
 TRANSITIONS: dict[tuple[Role, Trigger], Role] = {
@@ -80,7 +80,6 @@ TRANSITIONS: dict[tuple[Role, Trigger], Role] = {
     (Role.CANDIDATE, Trigger.HIGHER_TERM): Role.FOLLOWER,
     (Role.LEADER, Trigger.HIGHER_TERM): Role.FOLLOWER,
     (Role.LEADER, Trigger.QUORUM_LOST): Role.FOLLOWER,
-    (Role.LEADER, Trigger.LEADER_REMOVED): Role.FOLLOWER,
 }
 """(current role, trigger) -> next role.  Anything else is a bug."""
 

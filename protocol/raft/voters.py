@@ -36,9 +36,11 @@ step   change                                                ConfChangeKind
 6      remove learners that are no longer members            REMOVE_NODE
 =====  ====================================================  ================
 
-Removing dead weight first lowers the quorum before anything else needs it; adding
-before demoting healthy voters keeps the count (and so the failures tolerated) from
-dipping in between.  Times are on the caller's clock; nothing here reads one.
+Removing dead weight first lowers the quorum before anything else needs it (except
+the last voter, which leaves only after its replacement arrived: no configuration in
+the plan is ever without a voter); adding before demoting healthy voters keeps the
+count (and so the failures tolerated) from dipping in between.  Times are on the
+caller's clock; nothing here reads one.
 """
 
 from __future__ import annotations
@@ -165,16 +167,26 @@ def _plan(
 
     members = frozenset(by_id)
     leaving = sorted(voters_now - voters)
-    changes = [change(ConfChangeKind.REMOVE_NODE, v) for v in leaving if v not in members]
-    changes += [
+    dead_weight = [change(ConfChangeKind.REMOVE_NODE, v) for v in leaving if v not in members]
+    dead_weight += [
         change(ConfChangeKind.ADD_LEARNER, v)
         for v in leaving
         if v in members and not by_id[v].healthy
     ]
+    # Dead weight goes first, except a change that would leave no voter at all: that
+    # one waits until the replacement has been promoted.
+    changes, last_resort, remaining = [], [], set(voters_now)
+    for step in dead_weight:
+        if remaining - {step.node_id}:
+            changes.append(step)
+            remaining.discard(step.node_id)
+        else:
+            last_resort.append(step)
     for node_id in sorted(voters - voters_now, key=lambda n: _seniority(by_id[n])):
         if node_id not in learners_now:
             changes.append(change(ConfChangeKind.ADD_LEARNER, node_id))
         changes.append(change(ConfChangeKind.ADD_VOTER, node_id))
+    changes += last_resort
     changes += [
         change(ConfChangeKind.ADD_LEARNER, v) for v in leaving if v in members and by_id[v].healthy
     ]

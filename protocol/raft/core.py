@@ -29,12 +29,13 @@ learned), and refusing them can deadlock the cluster for good.  Example: voters
 restarts with {L, X} and needs X's vote; a strictly silent X would leave no node
 able to win an election ever again.
 
-A leader whose committed configuration no longer counts it as a voter keeps leading
-(refusing proposals, exempt from CheckQuorum) and hands leadership to the most
-caught-up voter with ``TimeoutNow``, retrying every election timeout, until a
-leader of a higher term takes over.  Stepping down at once could strand the other
-voters: if they have not yet learned the commit they still need this node's vote,
-and its log may be newer than theirs.
+A leader that logs a change unseating itself takes no more proposals from then on.
+Once the change commits it keeps leading (exempt from CheckQuorum) and hands
+leadership to the most caught-up voter with ``TimeoutNow``, retrying every election
+timeout, until a leader of a higher term takes over.  Both rules exist because the
+remaining voters may not have learned the commit yet and so still need this node's
+vote, which it gives only to a log as new as its own: had it stepped down at once,
+or kept appending past its removal and then crashed, nobody could win an election.
 """
 
 from __future__ import annotations
@@ -108,6 +109,22 @@ class NodeCore:
     def promotable(self) -> bool:
         """May this node campaign?  Only voters of the committed configuration."""
         return self.id in self.conf.voters
+
+    def leaving(self) -> bool:
+        """Leader: has it logged (maybe not yet committed) a change that unseats it?
+
+        Such a leader takes no more proposals, so once the change commits its log
+        holds nothing the remaining voters lack, and they can elect one of their own
+        even if it crashes before handing over.
+        """
+        conf = self.conf
+        if self.pending_conf_index > self.log.committed:
+            # A leader's uncommitted conf changes all sit at or below pending_conf_index.
+            high = min(self.pending_conf_index, self.log.last_index)
+            for entry in self.log.slice(self.log.committed + 1, high + 1):
+                if entry.kind is EntryKind.CONF_CHANGE:
+                    conf = conf.apply(ConfChange.from_bytes(entry.data))
+        return self.id not in conf.voters
 
     def conf_at(self, index: int) -> ConfState:
         """The configuration committed at ``index`` (held in the log, >= snapshot)."""

@@ -7,9 +7,10 @@ every apply, and raises :class:`InvariantViolation` the moment one of these brea
 
 * **Election Safety**: at most one leader per term (``leader_of_term``).
 * **Log Matching / Leader Append-Only / committed entries never change**: the first
-  time any node knows index ``i`` committed, its entry is recorded; every node that
-  later knows ``i`` committed must hold the same entry.  The core refuses to truncate
-  a committed entry (``RemoteProtocolError``), so a violation surfaces as an error.
+  time any node knows index ``i`` committed (and holds it on disk), its entry is
+  recorded; every node that later knows ``i`` committed must hold the same entry.
+  The core refuses to truncate a committed entry (``RemoteProtocolError``), so a
+  violation surfaces as an error.
 * **Leader Completeness**: a node that becomes leader in term ``T`` holds every
   entry known committed by a node whose term was below ``T`` (a node of term ``t``
   only learns of commits made by leaders of terms <= ``t``).
@@ -65,9 +66,12 @@ class SafetyChecker:
 
     def _check_committed_prefix(self, node: RaftNode) -> None:
         log = node.log
-        start = min(self._verified.get(node.id, 0), log.committed)
+        # A lone voter commits in memory before its disk has the entry; until the shell
+        # persists it, a crash may take both and nobody ever saw either.
+        committed = min(log.committed, log.stable_index)
+        start = min(self._verified.get(node.id, 0), committed)
         start = max(start, log.snapshot.index)
-        for index in range(start + 1, log.committed + 1):
+        for index in range(start + 1, committed + 1):
             entry = log.entry(index)
             known = self.committed.setdefault(index, entry)
             if known != entry:
@@ -78,7 +82,7 @@ class SafetyChecker:
             seen = self.commit_seen_in_term.get(index)
             if seen is None or node.term < seen:
                 self.commit_seen_in_term[index] = node.term
-        self._verified[node.id] = log.committed
+        self._verified[node.id] = committed
 
     def _check_leader_completeness(self, node: RaftNode) -> None:
         log = node.log

@@ -174,6 +174,10 @@ class RaftNode(Election, Replication):
             raise LeaderTransferInProgress(
                 f"leadership is being transferred to {self.transferee!r}"
             )
+        if self.leaving():
+            raise LeaderTransferInProgress(
+                "this leader is leaving the voters; leadership will move"
+            )
 
     def propose(self, data: bytes) -> int:
         """Leader: append ``data`` to the log; return its index (see module docstring)."""

@@ -256,6 +256,7 @@ class Simulation:
             if self._proposed.get((entry.index, entry.term)) == entry.data:
                 self._acknowledged[entry.index] = entry
         node.advance(ready)
+        self.checker.check_node(node)  # before compaction hides what just became durable
         self._maybe_compact(node_id)
         self._after_input(node_id)
 

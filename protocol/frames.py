@@ -105,51 +105,111 @@ def frame_length_prefix(message_len: int) -> bytes:
 
 
 class MessageDecoder:
-    """Split a received byte stream into length-prefixed Noise messages."""
+    """Split a received byte stream into length-prefixed Noise messages.
+
+    Each message costs one copy: it is sliced straight out of the chunk it arrived
+    in.  Only a message split across chunks is assembled, from the older chunk's tail
+    (kept in ``_partial``) and the newer chunk's head, still in one copy.
+    """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._partial = bytearray()
+        """Received before ``_chunk`` and not yet returned: the start of a message."""
+        self._chunk = b""
+        """The latest chunk fed, kept as received (bytes are never copied on feed)."""
+        self._offset = 0
+        """How much of ``_chunk`` was consumed."""
 
     @property
     def pending_bytes(self) -> int:
         """Bytes received but not yet part of a whole message."""
-        return len(self._buffer)
+        return len(self._partial) + len(self._chunk) - self._offset
 
     def feed(self, data: bytes | bytearray) -> None:
-        self._buffer += data
+        if not data:
+            return
+        if self._offset < len(self._chunk):
+            self._partial += memoryview(self._chunk)[self._offset :]
+        self._chunk = bytes(data)  # no copy for bytes; a bytearray may change under us
+        self._offset = 0
 
     def take_pending(self) -> bytes:
         """Remove and return the bytes not yet part of a message (hand-over to a stream)."""
-        pending = bytes(self._buffer)
-        self._buffer.clear()
+        with memoryview(self._chunk) as chunk:
+            pending = b"".join((self._partial, chunk[self._offset :]))
+        self._partial.clear()
+        self._chunk, self._offset = b"", 0
         return pending
 
     def next_message(self) -> bytes | None:
         """The next whole message, or None when more bytes are needed."""
-        buf = self._buffer
-        if len(buf) < LENGTH_PREFIX_BYTES:
+        if self._partial:
+            return self._next_split_message()
+        chunk, start = self._chunk, self._offset
+        if len(chunk) - start < LENGTH_PREFIX_BYTES:
+            return None  # feed() moves the lone byte, if any, into _partial
+        length = (chunk[start] << 8) | chunk[start + 1]
+        if length == 0:
+            raise RemoteProtocolError("received a zero-length Noise message")
+        end = start + LENGTH_PREFIX_BYTES + length
+        if end > len(chunk):
             return None
-        (length,) = _LENGTH.unpack_from(buf)
+        if end == len(chunk):
+            self._chunk, self._offset = b"", 0  # let the chunk go as soon as it is used up
+        else:
+            self._offset = end
+        return chunk[start + LENGTH_PREFIX_BYTES : end]
+
+    def _next_split_message(self) -> bytes | None:
+        partial, chunk = self._partial, self._chunk
+        if len(partial) < LENGTH_PREFIX_BYTES:
+            take = min(LENGTH_PREFIX_BYTES - len(partial), len(chunk) - self._offset)
+            partial += chunk[self._offset : self._offset + take]
+            self._offset += take
+            if len(partial) < LENGTH_PREFIX_BYTES:
+                return None
+        (length,) = _LENGTH.unpack_from(partial)
         if length == 0:
             raise RemoteProtocolError("received a zero-length Noise message")
         end = LENGTH_PREFIX_BYTES + length
-        if len(buf) < end:
+        missing = end - len(partial)
+        if missing <= 0:  # several messages were fed before any was taken
+            with memoryview(partial) as held:
+                message = bytes(held[LENGTH_PREFIX_BYTES:end])
+            del partial[:end]
+            return message
+        if len(chunk) - self._offset < missing:
             return None
-        message = bytes(buf[LENGTH_PREFIX_BYTES:end])
-        del buf[:end]
+        with memoryview(partial) as head, memoryview(chunk) as tail:
+            message = b"".join(
+                (head[LENGTH_PREFIX_BYTES:], tail[self._offset : self._offset + missing])
+            )
+        partial.clear()
+        self._offset += missing
         return message
 
 
-def encode_data(data: bytes) -> bytes:
-    if len(data) > FRAME_BODY_BYTES_MAX:
-        raise LocalProtocolError(f"DATA body of {len(data)} bytes > {FRAME_BODY_BYTES_MAX}")
-    return bytes((FrameType.DATA,)) + data
+_DATA_TYPE = bytes((FrameType.DATA,))
+_CONTROL_TYPE = bytes((FrameType.CONTROL,))
 
 
-def encode_control(payload: bytes) -> bytes:
-    if len(payload) > FRAME_BODY_BYTES_MAX:
-        raise LocalProtocolError(f"CONTROL body of {len(payload)} bytes > {FRAME_BODY_BYTES_MAX}")
-    return bytes((FrameType.CONTROL,)) + payload
+def _body_bytes(body: bytes | bytearray | memoryview) -> int:
+    return body.nbytes if isinstance(body, memoryview) else len(body)
+
+
+def encode_data(data: bytes | bytearray | memoryview) -> bytes:
+    """A DATA frame; ``data`` is copied once, straight into the frame."""
+    size = _body_bytes(data)
+    if size > FRAME_BODY_BYTES_MAX:
+        raise LocalProtocolError(f"DATA body of {size} bytes > {FRAME_BODY_BYTES_MAX}")
+    return _DATA_TYPE + data
+
+
+def encode_control(payload: bytes | bytearray | memoryview) -> bytes:
+    size = _body_bytes(payload)
+    if size > FRAME_BODY_BYTES_MAX:
+        raise LocalProtocolError(f"CONTROL body of {size} bytes > {FRAME_BODY_BYTES_MAX}")
+    return _CONTROL_TYPE + payload
 
 
 def encode_end_of_stream() -> bytes:

@@ -14,6 +14,14 @@ length prefix.  Two interfaces share the connection:
 
 Use one or the other at a time: ``receive_some`` refuses a non-DATA frame.
 
+Copies: a sent frame is copied once into its plaintext (``encode_data`` straight
+from a view of the caller's buffer, or a bulk chunk out of the payload) and its
+ciphertext once into the write batch.  A received message is sliced once out of the
+chunk the transport returned (:class:`protocol.frames.MessageDecoder`), and a DATA
+body once off its type byte; ``receive_some`` hands that body over whole, without
+another copy, whenever ``max_bytes`` allows.  Beyond that, libsodium (through
+``nacl.bindings``) allocates its output.
+
 Rekeying: both directions call ``CipherState.rekey()`` after every
 ``REKEY_INTERVAL_MESSAGES`` messages; both ends count the same messages, so no
 signal is needed.
@@ -44,6 +52,7 @@ from crypto.noise.errors import NoiseError
 from protocol.errors import RemoteProtocolError
 from protocol.frames import (
     FRAME_BODY_BYTES_MAX,
+    LENGTH_PREFIX_BYTES,
     BulkFrame,
     ControlFrame,
     DataFrame,
@@ -81,9 +90,10 @@ class _Direction:
             self.cipher.rekey()
 
     def seal(self, plaintext: bytes) -> bytes:
+        """The ciphertext of ``plaintext``; the caller sends its length prefix first."""
         ciphertext = self.cipher.encrypt_with_ad(b"", plaintext)
         self._count()
-        return _LENGTH.pack(len(ciphertext)) + ciphertext
+        return ciphertext
 
     def open(self, message: bytes) -> bytes:
         try:
@@ -111,7 +121,9 @@ class SecureStream(trio.abc.HalfCloseableStream):
         self._messages = MessageDecoder()
         self._messages.feed(leftover)
         self._frames = FrameDecoder()
-        self._data = bytearray()
+        self._data = b""
+        """The DATA frame ``receive_some`` is handing out, from ``_data_offset`` on."""
+        self._data_offset = 0
         self._send_busy = False
         self._receive_busy = False
         self._closed = False
@@ -133,26 +145,38 @@ class SecureStream(trio.abc.HalfCloseableStream):
         self._check_send()
         self._send_busy = True
         try:
-            batch: list[bytes] = []
-            size = 0
+            # Each ciphertext is copied once, behind its prefix, into one buffer that
+            # every batch of this call reuses: a large send allocates it once, so the
+            # allocator never maps and faults in fresh pages batch after batch.
+            seal, pack = self._send.seal, _LENGTH.pack
+            batch = bytearray()
+            used = 0
             for plaintext in plaintexts:
-                sealed = self._send.seal(plaintext)
-                batch.append(sealed)
-                size += len(sealed)
-                if size >= SEND_BATCH_BYTES:
-                    await self.transport.send_all(b"".join(batch))
-                    batch, size = [], 0
-            if batch:
-                await self.transport.send_all(b"".join(batch) if len(batch) > 1 else batch[0])
+                ciphertext = seal(plaintext)
+                start = used + LENGTH_PREFIX_BYTES
+                batch[used:start] = pack(len(ciphertext))
+                used = start + len(ciphertext)
+                batch[start:used] = ciphertext
+                if used >= SEND_BATCH_BYTES:
+                    await self._write(batch, used)
+                    used = 0
+            if used:
+                await self._write(batch, used)
             else:
                 await trio.lowlevel.checkpoint()
         finally:
             self._send_busy = False
 
+    async def _write(self, batch: bytearray, size: int) -> None:
+        # The transport gets a view of the reused buffer; trio's streams are done
+        # with it when send_all returns (they send or copy it).
+        with memoryview(batch) as view:
+            await self.transport.send_all(view[:size])
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         chunks = (
-            encode_data(bytes(view[i : i + FRAME_BODY_BYTES_MAX]))
+            encode_data(view[i : i + FRAME_BODY_BYTES_MAX])  # the only copy before sealing
             for i in range(0, len(view), FRAME_BODY_BYTES_MAX)
         )
         await self._send_plaintexts(chunks)
@@ -241,19 +265,30 @@ class SecureStream(trio.abc.HalfCloseableStream):
             if max_bytes < 1:
                 raise ValueError("max_bytes must be >= 1")
         self._check_receive()
-        if not self._data and not self._eof_received:
+        if self._data_offset < len(self._data) or self._eof_received:
+            await trio.lowlevel.checkpoint()
+        else:
+            self._data, self._data_offset = await self._next_data(), 0
+        data, start = self._data, self._data_offset
+        size = len(data) - start if max_bytes is None else min(max_bytes, len(data) - start)
+        if size == len(data):
+            self._data = b""
+            return data  # the whole body: handed out without a copy
+        self._data_offset = start + size
+        return data[start : start + size]
+
+    async def _next_data(self) -> bytes:
+        """The next non-empty DATA body, or b"" at END_OF_STREAM."""
+        while True:
             frame = await self.receive_frame()
             if isinstance(frame, DataFrame):
-                self._data += frame.data
-            elif not isinstance(frame, EndOfStream):
+                if frame.data:  # an empty DATA frame must not read as end of stream
+                    return frame.data
+            elif isinstance(frame, EndOfStream):
+                return b""
+            else:
                 self._broken = RemoteProtocolError(f"expected a DATA frame, got {frame!r:.60}")
                 raise self._broken
-        else:
-            await trio.lowlevel.checkpoint()
-        size = len(self._data) if max_bytes is None else min(max_bytes, len(self._data))
-        chunk = bytes(self._data[:size])
-        del self._data[:size]
-        return chunk
 
     # -- closing --------------------------------------------------------------
 

@@ -27,3 +27,77 @@ One concept per module:
 """
 
 from __future__ import annotations
+
+from protocol.raft.codec import decode, encode
+from protocol.raft.conf import ConfChange, ConfChangeKind, ConfState
+from protocol.raft.config import TICK_INTERVAL_S_DEFAULT, TICK_INTERVAL_S_WAN, RaftConfig
+from protocol.raft.entries import (
+    Entry,
+    EntryKind,
+    HardState,
+    PersistentState,
+    Snapshot,
+    bootstrap_state,
+)
+from protocol.raft.errors import (
+    ConfChangeInProgress,
+    LeaderTransferInProgress,
+    NotLeader,
+    ProposalRefused,
+    UncommittedBacklogFull,
+)
+from protocol.raft.messages import (
+    Append,
+    AppendResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    MessageType,
+    RequestVote,
+    TimeoutNow,
+    VoteResponse,
+)
+from protocol.raft.node import RaftNode
+from protocol.raft.ready import Ready, SoftState
+from protocol.raft.roles import Role
+from protocol.raft.voters import CandidateInfo, VoterPlan, choose_voters
+
+__all__ = [
+    "TICK_INTERVAL_S_DEFAULT",
+    "TICK_INTERVAL_S_WAN",
+    "Append",
+    "AppendResponse",
+    "CandidateInfo",
+    "ConfChange",
+    "ConfChangeInProgress",
+    "ConfChangeKind",
+    "ConfState",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "InstallSnapshot",
+    "LeaderTransferInProgress",
+    "Message",
+    "MessageType",
+    "NotLeader",
+    "PersistentState",
+    "ProposalRefused",
+    "RaftConfig",
+    "RaftNode",
+    "Ready",
+    "RequestVote",
+    "Role",
+    "Snapshot",
+    "SoftState",
+    "TimeoutNow",
+    "UncommittedBacklogFull",
+    "VoteResponse",
+    "VoterPlan",
+    "bootstrap_state",
+    "choose_voters",
+    "decode",
+    "encode",
+]

@@ -436,6 +436,14 @@ def test_once_a_follower_learns_an_entry_is_committed_it_applies_it_in_log_order
     assert [e.index for e in follower.ready().committed_entries] == [4]
 
 
+def test_a_follower_commits_no_further_than_the_last_entry_the_append_confirmed() -> None:
+    # Figure 2: commitIndex = min(leaderCommit, index of last new entry).  Index 3 and
+    # 4 here are leftovers of term 1 the leader has not yet replaced.
+    follower = make_node("a", state=persistent(VOTERS_3, [1, 1, 1], term=2))
+    append(follower, prev=(2, 1), entries=[], commit=4)
+    assert follower.log.committed == 2
+
+
 @pytest.mark.parametrize(
     ("prev", "accepted", "index"),
     [

@@ -20,6 +20,7 @@ from protocol.raft.errors import (
 from protocol.raft.messages import (
     Append,
     AppendResponse,
+    Heartbeat,
     InstallSnapshot,
     Message,
     RequestVote,
@@ -27,7 +28,7 @@ from protocol.raft.messages import (
 )
 from protocol.raft.roles import Role
 from protocol.raft.testing import Cluster, KVStateMachine, fast_config
-from tests.raft.helpers import VOTERS_3, VOTERS_5, make_leader, make_node, of_type
+from tests.raft.helpers import VOTERS_3, VOTERS_5, drain, make_leader, make_node, of_type
 
 ELECTION_TICKS = fast_config().election_ticks
 LOST = KVStateMachine.command("k", "lost")
@@ -152,6 +153,45 @@ def test_pre_vote_prevents_term_inflation_by_a_partitioned_node(pre_vote: bool) 
     cluster.heal()
     cluster.tick(times=3 * ELECTION_TICKS)
     assert (cluster.nodes["a"].role is Role.LEADER and cluster.nodes["a"].term == term) is pre_vote
+
+
+@pytest.mark.parametrize("check_quorum", [True, False])
+def test_leader_lease_stops_an_up_to_date_node_that_lost_only_the_leader(
+    check_quorum: bool,
+) -> None:
+    # c cannot hear a but hears b, and its log is as new as b's: PreVote alone would
+    # let it win.  With CheckQuorum b, which hears a, ignores c's requests.
+    cluster = Cluster(VOTERS_3, config=fast_config(check_quorum=check_quorum), seed=25)
+    cluster.elect("a")
+    cluster.propose("a", "k", "v")
+    term = cluster.nodes["a"].term
+    cluster.cut_links.update({("a", "c"), ("c", "a")})
+    cluster.tick(times=5 * ELECTION_TICKS)
+    assert (leader_of(cluster) == "a" and cluster.nodes["a"].term == term) is check_quorum
+
+
+def test_a_follower_in_a_leader_lease_ignores_a_higher_term_vote_request() -> None:
+    follower = make_node("b")
+    follower.step(Heartbeat(term=2, from_id="a", to_id="b", commit=1))
+    drain(follower)
+    follower.step(
+        RequestVote(
+            term=3,
+            from_id="c",
+            to_id="b",
+            last_index=9,
+            last_term=2,
+            pre_vote=False,
+            transfer=False,
+        )
+    )
+    assert (follower.term, follower.vote, drain(follower)) == (2, None, [])
+    follower.step(  # unless the leader itself asked for the election
+        RequestVote(
+            term=3, from_id="c", to_id="b", last_index=9, last_term=2, pre_vote=False, transfer=True
+        )
+    )
+    assert (follower.term, follower.vote) == (3, "c")
 
 
 @pytest.mark.parametrize("check_quorum", [True, False])
@@ -296,6 +336,21 @@ def test_leader_that_removes_itself_hands_leadership_over() -> None:
     assert cluster.nodes[new_leader].conf.voters == {"b", "c"}
     cluster.propose(new_leader, "k", "without a")
     assert cluster.machines["b"].data["k"] == cluster.machines["c"].data["k"] == "without a"
+
+
+def test_a_leader_that_logged_its_own_removal_takes_no_more_proposals() -> None:
+    # Found by the simulator (seed 284): had it kept appending, then crashed after the
+    # removal committed, its log would be newer than the remaining voter's, which
+    # still needs its vote: no election could ever succeed again.
+    cluster = Cluster(("a", "b"), seed=26)
+    cluster.elect("a")
+    cluster.crash("b")
+    cluster.nodes["a"].propose_conf_change(ConfChange(kind=ConfChangeKind.ADD_LEARNER, node_id="a"))
+    with pytest.raises(LeaderTransferInProgress):
+        cluster.nodes["a"].propose(b"x")
+    cluster.restart("b")
+    cluster.tick(times=3 * ELECTION_TICKS)
+    assert leader_of(cluster) == "b" and cluster.nodes["b"].conf.voters == {"b"}
 
 
 def test_two_voters_survive_a_demotion_whose_commit_the_leader_forgot() -> None:

@@ -25,26 +25,20 @@ Theory of operation
    ``exchange_verdicts``) on fresh TCP connections to a responder in a child
    process, for ``--seconds``, one at a time and then ``--concurrency`` at a time.
 
-Setup is deterministic: the cluster CA, identities, Noise static keys and
-certificates derive from fixed seeds, and certificates are judged at a fixed time.
-Only Noise ephemeral keys are random, as the protocol requires.
+The two-process harness (receiver child process, pinning, timing windows,
+deterministic credentials) is :mod:`loopback`, next to this file.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
-import hashlib
 import json
-import multiprocessing
-import multiprocessing.connection
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +47,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nacl
 import nacl.bindings
 import trio
-
-from crypto import certs
-from crypto.identity import generate_identity
-from crypto.noise import KeyPair
-from crypto.noise.errors import NoiseError
-from protocol.errors import RemoteProtocolError
-from protocol.frames import BULK_CHUNK_BYTES, BulkFrame, EndOfStream
-from vramancer_node import PROTOCOL_VERSION, __version__
-from vramancer_node.net.handshake import (
-    Credentials,
-    HandshakeFailed,
-    TrustPolicy,
-    exchange_verdicts,
-    noise_handshake,
+from loopback import (
+    HOST,
+    MESSAGE_BYTES,
+    SENDERS,
+    CpuWindow,
+    Receiver,
+    Window,
+    cpu_pair,
+    handshake_workers,
+    pattern_bytes,
+    pin,
+    read_responder_cpu_s,
+    seed,
 )
-from vramancer_node.net.securestream import RECEIVE_BYTES, SecureStream
 
-MESSAGE_BYTES = 64 * 1024
-"""Size of one raw AEAD message and of one ``send_all`` call."""
+from protocol.frames import BULK_CHUNK_BYTES
+from vramancer_node.net.securestream import RECEIVE_BYTES
+
 BULK_PAYLOAD_BYTES_DEFAULT = 8 * 1024 * 1024
 BYTES_DEFAULT = 1 << 30
 SECONDS_DEFAULT = 3.0
@@ -81,94 +74,10 @@ QUICK = {"bytes": 128 << 20, "seconds": 0.5, "repeats": 2}
 """``--quick`` overrides: under 15 s on a 2-core machine."""
 TARGET_STREAM_VS_RAW_AEAD_MIN = 0.75
 TARGET_HANDSHAKES_PER_S_MIN = 1000.0
-BENCH_NOW_S = 1_800_000_000
-"""Fixed Unix time for issuing and judging certificates: no clock in the setup."""
-CERT_TTL_S = 3600
-BULK_KIND = 1
-HOST = "127.0.0.1"
-CHILD_TIMEOUT_S = 60.0
-"""How long to wait for a receiver process to start or to report, before giving up."""
-CONNECTION_ERRORS = (
-    HandshakeFailed,
-    RemoteProtocolError,
-    NoiseError,
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    OSError,
-)
 
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cpu_pair(enabled: bool = True) -> tuple[int, int] | None:
-    """Two CPUs for the two sides, or None (pinning off, or fewer than two CPUs).
-
-    Pinning keeps the scheduler from waking both processes on one core, which halves
-    a loopback transfer at random (seen as CPU utilisations near 0.5).
-    """
-    if not enabled or not hasattr(os, "sched_getaffinity"):
-        return None
-    cpus = sorted(os.sched_getaffinity(0))
-    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
-
-
-def pin(cpu: int | None) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-
-# -- deterministic setup ------------------------------------------------------------------
-
-
-def _seed(label: str) -> bytes:
-    return hashlib.sha256(b"vramancer-benchmark/" + label.encode()).digest()
-
-
-@functools.cache
-def bench_credentials(name: str, serial: int) -> tuple[Credentials, TrustPolicy]:
-    """A member's credentials and trust policy, identical in every process and run."""
-    ca = certs.ClusterCA.generate(_seed("cluster-ca"))
-    identity = generate_identity(_seed(f"{name}/identity"))
-    signed = certs.issue(
-        ca,
-        node_pubkey=identity.public_key,
-        node_name=name,
-        roles=("member",),
-        serial=serial,
-        now=BENCH_NOW_S,
-        ttl_s=CERT_TTL_S,
-    )
-    creds = Credentials(
-        identity=identity,
-        noise_static=KeyPair.from_private(_seed(f"{name}/noise-static")),
-        certificate=signed.encode(),
-        software_version=__version__,
-        protocol_version=PROTOCOL_VERSION,
-    )
-    policy = TrustPolicy(ca_pubkey=ca.pubkey, revoked_serials=frozenset(), now=_judging_time)
-    return creds, policy
-
-
-def _judging_time() -> float:
-    return BENCH_NOW_S + 60.0
-
-
-def pattern_bytes(size: int) -> bytes:
-    """Deterministic, incompressible-looking payload of ``size`` bytes."""
-    block = hashlib.shake_256(b"vramancer-benchmark/payload").digest(MESSAGE_BYTES)
-    return (block * (size // len(block) + 1))[:size]
-
-
-class CpuWindow:
-    """Wall seconds and this process's CPU seconds since construction."""
-
-    def __init__(self) -> None:
-        self.start_s, self.start_cpu_s = time.perf_counter(), time.process_time()
-
-    def stop(self) -> tuple[float, float]:
-        return time.perf_counter() - self.start_s, time.process_time() - self.start_cpu_s
 
 
 # -- 1. raw AEAD ----------------------------------------------------------------------------
@@ -188,7 +97,7 @@ def _rate(operation: Callable[[], object], seconds: float) -> tuple[float, float
 
 
 def bench_raw_aead(seconds: float) -> dict[str, Any]:
-    key, nonce = _seed("aead-key"), bytes(12)
+    key, nonce = seed("aead-key"), bytes(12)
     message = pattern_bytes(MESSAGE_BYTES)
     ciphertext = nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(message, b"", nonce, key)
     encrypt = _rate(
@@ -210,216 +119,7 @@ def bench_raw_aead(seconds: float) -> dict[str, Any]:
     }
 
 
-# -- receivers (child process) ------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Window:
-    """What one side did in its measured window."""
-
-    bytes: int
-    elapsed_s: float
-    cpu_s: float
-    """This process's CPU time (user + system) in the window."""
-
-    def per_s(self) -> float:
-        return self.bytes / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def per_cpu_s(self) -> float:
-        return self.bytes / self.cpu_s if self.cpu_s > 0 else 0.0
-
-    def utilisation(self) -> float:
-        return self.cpu_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-class DeliveryClock:
-    """Times deliveries: the rate counts what arrived after the first delivery.
-
-    It also reads this process's CPU time over the same window: a receiver near 1.0
-    CPU seconds per second is the bottleneck.
-    """
-
-    def __init__(self) -> None:
-        self.first_s: float | None = None
-        self.last_s = 0.0
-        self.first_cpu_s = self.last_cpu_s = 0.0
-        self.bytes_after_first = 0
-
-    def delivered(self, size: int) -> None:
-        now, cpu_s = time.perf_counter(), time.process_time()
-        if self.first_s is None:
-            self.first_s, self.first_cpu_s = now, cpu_s
-        else:
-            self.bytes_after_first += size
-        self.last_s, self.last_cpu_s = now, cpu_s
-
-    def result(self) -> Window:
-        return Window(
-            bytes=self.bytes_after_first,
-            elapsed_s=self.last_s - (self.first_s or self.last_s),
-            cpu_s=self.last_cpu_s - self.first_cpu_s,
-        )
-
-
-async def _receive_tcp(stream: trio.SocketStream) -> Window:
-    clock = DeliveryClock()
-    while data := await stream.receive_some(RECEIVE_BYTES):
-        clock.delivered(len(data))
-    return clock.result()
-
-
-async def _secure_responder(stream: trio.SocketStream) -> SecureStream:
-    creds, policy = bench_credentials("receiver", serial=2)
-    secure, peer, h = await noise_handshake(stream, creds, initiator=False)
-    await exchange_verdicts(secure, peer, h, creds, policy)
-    return secure
-
-
-async def _receive_stream(stream: trio.SocketStream) -> Window:
-    secure = await _secure_responder(stream)
-    clock = DeliveryClock()
-    while data := await secure.receive_some():
-        clock.delivered(len(data))
-    await secure.aclose()
-    return clock.result()
-
-
-async def _receive_bulk(stream: trio.SocketStream) -> Window:
-    secure = await _secure_responder(stream)
-    clock = DeliveryClock()
-    while isinstance(frame := await secure.receive_frame(), BulkFrame):
-        clock.delivered(len(frame.body))
-    if not isinstance(frame, EndOfStream):
-        raise RuntimeError(f"unexpected frame {frame!r:.60}")
-    await secure.aclose()
-    return clock.result()
-
-
-RECEIVERS: dict[str, Callable[[trio.SocketStream], Awaitable[Window]]] = {
-    "plain_tcp": _receive_tcp,
-    "stream_send_all": _receive_stream,
-    "stream_send_bulk": _receive_bulk,
-}
-
-
-async def _serve_transfers(conn: multiprocessing.connection.Connection, scenario: str) -> None:
-    listeners = await trio.open_tcp_listeners(0, host=HOST)
-    conn.send(listeners[0].socket.getsockname()[1])
-    while True:
-        stream = await listeners[0].accept()
-        async with stream:
-            window = await RECEIVERS[scenario](stream)
-            conn.send(dataclasses.asdict(window))  # plain data: __main__ differs per process
-
-
-async def _serve_handshakes(conn: multiprocessing.connection.Connection) -> None:
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            secure = await _secure_responder(stream)
-            await secure.aclose()
-        except CONNECTION_ERRORS:
-            pass  # the initiator counts failures
-
-    listeners = await trio.open_tcp_listeners(0, host=HOST, backlog=1024)
-    conn.send(listeners[0].socket.getsockname()[1])
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(trio.serve_listeners, handle, listeners)
-        while True:  # "cpu" asks for this process's CPU seconds so far
-            await trio.to_thread.run_sync(conn.recv)
-            conn.send(time.process_time())
-
-
-def receiver_main(
-    conn: multiprocessing.connection.Connection, scenario: str, cpu: int | None
-) -> None:
-    """Child process entry point; runs until the parent terminates it."""
-    pin(cpu)
-    if scenario == "handshakes":
-        trio.run(_serve_handshakes, conn)
-    else:
-        trio.run(_serve_transfers, conn, scenario)
-
-
-class Receiver:
-    """A receiver child process, started with ``spawn`` (a clean interpreter)."""
-
-    def __init__(self, scenario: str, cpu: int | None) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=receiver_main, args=(child_conn, scenario, cpu))
-
-    def __enter__(self) -> Receiver:
-        self.process.start()
-        self.port: int = self.receive()
-        return self
-
-    def receive(self) -> Any:
-        """The receiver's next report; raises rather than wait on a dead process."""
-        if not self.conn.poll(CHILD_TIMEOUT_S):
-            raise RuntimeError(f"the receiver sent nothing for {CHILD_TIMEOUT_S} s")
-        return self.conn.recv()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.process.terminate()
-        self.process.join()
-
-
-# -- senders (this process) ---------------------------------------------------------------
-
-
-async def _send_tcp(port: int, total_bytes: int, _bulk_bytes: int) -> Window:
-    block = pattern_bytes(MESSAGE_BYTES)
-    async with await trio.open_tcp_stream(HOST, port) as stream:
-        window = CpuWindow()
-        for _ in range(total_bytes // MESSAGE_BYTES):
-            await stream.send_all(block)
-        elapsed_s, cpu_s = window.stop()
-        await stream.send_eof()
-        await stream.receive_some(1)  # the receiver closes once it has counted
-    return Window(bytes=total_bytes, elapsed_s=elapsed_s, cpu_s=cpu_s)
-
-
-async def _secure_initiator(stream: trio.SocketStream) -> SecureStream:
-    creds, policy = bench_credentials("sender", serial=1)
-    secure, peer, h = await noise_handshake(stream, creds, initiator=True)
-    await exchange_verdicts(secure, peer, h, creds, policy)
-    return secure
-
-
-async def _send_stream(port: int, total_bytes: int, _bulk_bytes: int) -> Window:
-    block = pattern_bytes(MESSAGE_BYTES)
-    async with await trio.open_tcp_stream(HOST, port) as stream:
-        secure = await _secure_initiator(stream)
-        window = CpuWindow()
-        for _ in range(total_bytes // MESSAGE_BYTES):
-            await secure.send_all(block)
-        elapsed_s, cpu_s = window.stop()
-        await secure.send_eof()
-        await secure.receive_some()  # END_OF_STREAM once the receiver is done
-        await secure.aclose()
-    return Window(bytes=total_bytes, elapsed_s=elapsed_s, cpu_s=cpu_s)
-
-
-async def _send_bulk(port: int, total_bytes: int, bulk_bytes: int) -> Window:
-    body = pattern_bytes(bulk_bytes)
-    async with await trio.open_tcp_stream(HOST, port) as stream:
-        secure = await _secure_initiator(stream)
-        window = CpuWindow()
-        payloads = max(1, total_bytes // bulk_bytes)
-        for _ in range(payloads):
-            await secure.send_bulk(BULK_KIND, b"", body)
-        elapsed_s, cpu_s = window.stop()
-        await secure.send_eof()
-        await secure.receive_frame()
-        await secure.aclose()
-    return Window(bytes=payloads * bulk_bytes, elapsed_s=elapsed_s, cpu_s=cpu_s)
-
-
-SENDERS: dict[str, Callable[[int, int, int], Awaitable[Window]]] = {
-    "plain_tcp": _send_tcp,
-    "stream_send_all": _send_stream,
-    "stream_send_bulk": _send_bulk,
-}
+# -- transfers ---------------------------------------------------------------------------
 
 
 def bench_transfer(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -428,7 +128,7 @@ def bench_transfer(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
     with Receiver(scenario, args.receiver_cpu) as receiver:
         for _ in range(args.repeats):
             sent.append(trio.run(SENDERS[scenario], receiver.port, args.bytes, args.bulk_bytes))
-            received.append(Window(**receiver.receive()))
+            received.append(receiver.receive())
     rates = [window.per_s() for window in received]
     return {
         "bytes_per_s": round(statistics.median(rates)),
@@ -440,46 +140,18 @@ def bench_transfer(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-# -- handshakes -----------------------------------------------------------------------------
-
-
-async def _handshake_workers(port: int, concurrency: int, seconds: float) -> dict[str, int]:
-    creds, policy = bench_credentials("sender", serial=1)
-    counts = {"ok": 0, "failed": 0}
-    deadline = trio.current_time() + seconds
-
-    async def worker() -> None:
-        while trio.current_time() < deadline:
-            try:
-                async with await trio.open_tcp_stream(HOST, port) as stream:
-                    secure, peer, h = await noise_handshake(stream, creds, initiator=True)
-                    await exchange_verdicts(secure, peer, h, creds, policy)
-                    await secure.aclose()
-                counts["ok"] += 1
-            except CONNECTION_ERRORS:
-                counts["failed"] += 1
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(concurrency):
-            nursery.start_soon(worker)
-    return counts
-
-
-def _responder_cpu_s(receiver: Receiver) -> float:
-    receiver.conn.send("cpu")
-    cpu_s: float = receiver.receive()
-    return cpu_s
+# -- handshakes --------------------------------------------------------------------------
 
 
 def bench_handshakes(args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
     with Receiver("handshakes", args.receiver_cpu) as receiver:
-        trio.run(_handshake_workers, receiver.port, concurrency, min(0.2, args.seconds))  # warm
-        responder_cpu_start_s = _responder_cpu_s(receiver)
+        trio.run(handshake_workers, receiver.port, concurrency, min(0.2, args.seconds))  # warm
+        responder_cpu_start_s = read_responder_cpu_s(receiver)
         cpu_start_s, start_s = time.process_time(), time.perf_counter()
-        counts = trio.run(_handshake_workers, receiver.port, concurrency, args.seconds)
+        counts = trio.run(handshake_workers, receiver.port, concurrency, args.seconds)
         elapsed_s = time.perf_counter() - start_s
         initiator_cpu_s = time.process_time() - cpu_start_s
-        responder_cpu_s = _responder_cpu_s(receiver) - responder_cpu_start_s
+        responder_cpu_s = read_responder_cpu_s(receiver) - responder_cpu_start_s
     done = max(counts["ok"], 1)
     return {
         "concurrency": concurrency,

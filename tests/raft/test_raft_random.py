@@ -27,8 +27,8 @@ from protocol.raft.simulation import SEED_ENV, Simulation
 
 SEEDS_ENV = "VRAMANCER_RAFT_SEEDS"
 SEEDS_DEFAULT = 500
-FAULT_TICKS = 150
-"""Ticks of the safety phase: about 12 election timeouts of the simulated config."""
+FAULT_TICKS = 300
+"""Ticks of the safety phase: about 25 election timeouts of the simulated config."""
 LIVENESS_TICKS_MAX = 200
 """Ticks the healed cluster gets to elect a leader and converge."""
 MUTANT_SEEDS_MAX = 60

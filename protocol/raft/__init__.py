@@ -22,7 +22,9 @@ One concept per module:
 ``errors``         why a request was refused, and whose fault it was
 ``voters``         choosing the voters among the members (autopilot-style)
 ``testing``        a scripted in-memory cluster and a tiny KV state machine
-``simulation``     the seeded randomized fault simulator and its invariants
+``simulation``     the seeded randomized fault simulator (VOPR style)
+``simnet``         its fake network: loss, duplication, delay, partitions
+``invariants``     figure-3 safety properties, checked after every step
 =================  ==============================================================
 """
 

@@ -16,7 +16,8 @@ Time advances in ticks.  In each tick of the **safety phase**:
    leadership, and nodes compact their logs;
 3. every running node ticks, in random order;
 4. messages due this tick are delivered in random order.  When sent, each was
-   dropped, duplicated and delayed (0 to ``delay_ticks_max`` ticks: reordering).
+   dropped, duplicated and delayed (0 to ``delay_ticks_max`` ticks: reordering) by
+   the :class:`~protocol.raft.simnet.SimNetwork`.
 
 Every ``Ready`` is processed as ``ready.py`` prescribes (persist to a
 :class:`~protocol.raft.testing.DurableStore`, send, apply, advance), except that it
@@ -47,6 +48,7 @@ from protocol.raft.invariants import InvariantViolation, SafetyChecker
 from protocol.raft.node import RaftNode
 from protocol.raft.ready import Ready
 from protocol.raft.roles import Role
+from protocol.raft.simnet import SimNetwork
 from protocol.raft.testing import DurableStore, KVStateMachine
 
 SEED_ENV = "VRAMANCER_RAFT_SEED"
@@ -118,13 +120,6 @@ class SimResult:
     crashes: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    at_tick: int
-    sequence: int
-    data: bytes
-
-
 @dataclass(slots=True)
 class _Node:
     node: RaftNode | None
@@ -149,8 +144,12 @@ class Simulation:
         self.checker = SafetyChecker()
         self.tick_now = 0
         self._sequence = 0
-        self._in_flight: list[_Pending] = []
-        self._groups: dict[str, int] = {}
+        self.network = SimNetwork(
+            self._rng,
+            drop=self.faults.drop,
+            duplicate=self.faults.duplicate,
+            delay_ticks_max=self.faults.delay_ticks_max,
+        )
         self._faults_on = True
         self._acknowledged: dict[int, Entry] = {}
         self._proposed: dict[tuple[int, int], bytes] = {}
@@ -244,7 +243,7 @@ class Simulation:
             return
         sim_node.store.persist(ready)
         for message in ready.messages:
-            self._send(encode(message))
+            self.network.send(encode(message), self.tick_now)
         machine = sim_node.machine
         if ready.snapshot is not None:
             machine.install(ready.snapshot)
@@ -271,31 +270,13 @@ class Simulation:
 
     # ---------------------------------------------------------------- network
 
-    def _send(self, data: bytes) -> None:
-        faults = self.faults
-        copies = 1
-        if self._faults_on:
-            if self._rng.random() < faults.drop:
-                return
-            if self._rng.random() < faults.duplicate:
-                copies = 2
-        for _ in range(copies):
-            delay = self._rng.randint(0, faults.delay_ticks_max) if self._faults_on else 0
-            self._sequence += 1
-            self._in_flight.append(_Pending(self.tick_now + delay, self._sequence, data))
-
     def _deliver_due(self) -> None:
-        due = [p for p in self._in_flight if p.at_tick <= self.tick_now]
-        if not due:
-            return
-        self._in_flight = [p for p in self._in_flight if p.at_tick > self.tick_now]
-        self._rng.shuffle(due)
-        for pending in due:
-            message = decode(pending.data)
+        for data in self.network.due(self.tick_now):
+            message = decode(data)
             target = self.nodes.get(message.to_id)
             if target is None or target.node is None:
                 continue
-            if self._groups.get(message.from_id, 0) != self._groups.get(message.to_id, 0):
+            if not self.network.reachable(message.from_id, message.to_id):
                 continue
             target.node.step(message)
             self._after_input(message.to_id)
@@ -305,14 +286,15 @@ class Simulation:
     def _inject_faults(self) -> None:
         rng, faults = self._rng, self.faults
         ids = sorted(self.nodes)
+        network = self.network
         if rng.random() < faults.partition:
             if rng.random() < 0.5:
-                self._groups = {self._victim(ids): 1}
+                network.groups = {self._victim(ids): 1}
             else:
-                self._groups = {node_id: rng.randrange(2) for node_id in ids}
-            self.trace.append(f"t{self.tick_now} partition {self._groups}")
-        elif self._groups and rng.random() < faults.heal:
-            self._groups = {}
+                network.groups = {node_id: rng.randrange(2) for node_id in ids}
+            self.trace.append(f"t{self.tick_now} partition {network.groups}")
+        elif network.groups and rng.random() < faults.heal:
+            network.heal()
             self.trace.append(f"t{self.tick_now} heal")
         running = [n for n in ids if self.nodes[n].node is not None]
         down = [n for n in ids if self.nodes[n].node is None]
@@ -381,7 +363,8 @@ class Simulation:
 
     def _heal_everything(self) -> None:
         self._faults_on = False
-        self._groups = {}
+        self.network.faults_on = False
+        self.network.heal()
         self.trace.append(f"t{self.tick_now} liveness phase: healed, restarting all")
         for node_id in sorted(self.nodes):
             if self.nodes[node_id].node is None:

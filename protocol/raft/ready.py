@@ -23,6 +23,12 @@ shell asks ``has_ready()``, takes ``ready()``, and processes it **in this order*
 Between ``ready()`` and ``advance()`` the shell may keep feeding inputs, but may not
 call ``ready()`` again.  If the process dies anywhere in between, whatever reached
 the disk is what ``PersistentState`` holds on restart; nothing else is needed.
+
+On restart the shell rebuilds its state machine from the persisted snapshot's data
+and builds ``RaftNode(node_id, config, persistent_state, rng)``; the first ``Ready``
+hands out again every committed entry after the snapshot.  A local snapshot
+(``RaftNode.compact``) is returned to the shell directly: persist it, then drop the
+durable entries it covers, in either order.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ the disk is what ``PersistentState`` holds on restart; nothing else is needed.
 On restart the shell rebuilds its state machine from the persisted snapshot's data
 and builds ``RaftNode(node_id, config, persistent_state, rng)``; the first ``Ready``
 hands out again every committed entry after the snapshot.  A local snapshot
-(``RaftNode.compact``) is returned to the shell directly: persist it, then drop the
-durable entries it covers, in either order.
+(``RaftNode.compact``) is returned to the shell directly: persist it first, and only
+then drop the durable entries it covers.
 """
 
 from __future__ import annotations

@@ -211,7 +211,8 @@ def test_message_type_numbers_are_append_only() -> None:
 
 
 def _wire(*fields: object) -> bytes:
-    return bytes((CODEC_VERSION,)) + msgpack.packb(list(fields), use_bin_type=True)
+    packed: bytes = msgpack.packb(list(fields), use_bin_type=True)
+    return bytes((CODEC_VERSION,)) + packed
 
 
 CONF_CHANGE = ConfChange(kind=ConfChangeKind.ADD_VOTER, node_id="c").to_bytes()

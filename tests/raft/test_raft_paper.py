@@ -138,9 +138,7 @@ def test_leader_append_only_a_leader_never_overwrites_or_deletes_entries_in_its_
     assert leader.log.slice(2, leader.log.last_index + 1) == before
 
 
-def test_log_matching_if_two_logs_hold_an_entry_with_the_same_index_and_term_they_are_identical_up_to_it() -> (  # noqa: E501
-    None
-):
+def test_log_matching_logs_sharing_an_entrys_index_and_term_are_identical_up_to_it() -> None:
     for seed in range(8):
         simulation = Simulation(seed)
         simulation.run(fault_ticks=100, liveness_ticks_max=150)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,7 +33,7 @@ def member(node_id: str, age_s: float = 100.0, healthy: bool = True) -> Candidat
 def plan(
     members: list[CandidateInfo],
     voters: set[str],
-    learners: set[str] = set(),  # noqa: B006 - never mutated
+    learners: AbstractSet[str] = frozenset(),
     max_voters: int = MAX_VOTERS_DEFAULT,
 ) -> VoterPlan:
     return choose_voters(

@@ -74,7 +74,9 @@ def lan(count: int) -> Iterator[list[Host]]:
     try:
         _ip("netns", "add", switch)
         created.append(switch)
-        _ip("-n", switch, "link", "add", "br0", "type", "bridge")
+        # Flood multicast like an unmanaged switch: with snooping, a port that joined
+        # 224.0.0.251 late may miss mDNS until the bridge relearns its groups.
+        _ip("-n", switch, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
         _ip("-n", switch, "link", "set", "br0", "up")
         hosts = []
         for index, name in enumerate(names):

@@ -175,7 +175,12 @@ class Discovery:
             return
         if name.startswith(f"{self.node_id}."):
             return  # ourselves
-        info = zeroconf.get_service_info(service_type, name, timeout=RESOLVE_TIMEOUT_MS)
+        # The answer that announced the service usually carried its SRV, TXT and A
+        # records too: take them from the cache, and only ask the network if not.
+        info: ServiceInfo | None = ServiceInfo(service_type, name)
+        assert info is not None
+        if not info.load_from_cache(zeroconf):
+            info = zeroconf.get_service_info(service_type, name, timeout=RESOLVE_TIMEOUT_MS)
         try:
             if info is None:
                 raise ValueError("did not resolve")

@@ -1,5 +1,6 @@
 """Three daemons in three network namespaces on one bridge find each other by mDNS
-alone: no --peer anywhere.  Needs root (skipped with the reason otherwise; `.ci/run`
+alone: no --peer anywhere.  A fourth namespace on the same LAN holds a second cluster,
+and the two stay apart.  Needs root (skipped with the reason otherwise; `.ci/run`
 turns that skip into a failure)."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def test_three_namespaces_find_each_other_by_mdns_alone() -> None:
     root = Path(tempfile.mkdtemp(prefix="vrmn-", dir="/tmp"))
     procs: list[subprocess.Popen[str]] = []
     try:
-        with lan(3) as hosts:
+        with lan(4) as hosts:
 
             def start(index: int, *extra: str) -> subprocess.Popen[str]:
                 host = hosts[index]
@@ -43,9 +44,12 @@ def test_three_namespaces_find_each_other_by_mdns_alone() -> None:
                     "json",
                     *extra,
                 ]
-                proc = subprocess.Popen(
-                    host.command(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-                )
+                # Logs go to a file, not a pipe: nobody reads them while the test runs,
+                # and a full pipe would freeze the daemon on its next log line.
+                with open(root / f"{index}.log", "a") as log_file:
+                    proc = subprocess.Popen(
+                        host.command(argv), stdout=subprocess.PIPE, stderr=log_file, text=True
+                    )
                 procs.append(proc)
                 wait_for_socket(root / str(index) / "api.sock", proc, timeout_s=30)
                 return proc
@@ -82,15 +86,62 @@ def test_three_namespaces_find_each_other_by_mdns_alone() -> None:
             ]
             assert len({s["cluster_id"] for s in statuses}) == 1
             assert all(s["peers"] == [] for s in statuses)  # no --peer was given anywhere
+
+            # A node with neither token nor peer on a LAN that has a cluster is told so.
+            lonely_proc = subprocess.Popen(
+                hosts[3].command(
+                    [
+                        program("vramancer-node"),
+                        "join",
+                        "--state-dir",
+                        str(root / "3"),
+                        "--preset",
+                        "lan",
+                        "--name",
+                        "ns3",
+                        "--listen",
+                        f"{hosts[3].address}:7733",
+                    ]
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                out, err = lonely_proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                lonely_proc.terminate()
+                out, err = lonely_proc.communicate(timeout=30)
+                raise AssertionError(f"lonely node did not exit: {out}\n{err[-3000:]}") from None
+            lonely = subprocess.CompletedProcess(lonely_proc.args, lonely_proc.returncode, out, err)
+            assert lonely.returncode == 1
+            assert "pass --token TOKEN to join, or --no-mdns" in lonely.stderr
+            # It founds its own cluster with --no-mdns, then comes back with mDNS on: the
+            # two clusters see each other's adverts and ignore them.
+            other = start(3, "--no-mdns")
+            other.terminate()
+            other.communicate(timeout=30)
+            procs.remove(other)
+            start(3)
+            time.sleep(6)  # several browse rounds: long enough to (wrongly) merge
+            assert views() == [expected] * 3
+            alone = run_cli("vramancer", "--state-dir", str(root / "3"), "peers", "--json")
+            assert [m["name"] for m in json.loads(alone.stdout)["members"]] == ["ns3"]
+            other_status = json.loads(
+                run_cli("vramancer", "--state-dir", str(root / "3"), "status", "--json").stdout
+            )
+            assert other_status["cluster_id"] != statuses[0]["cluster_id"]
+
             for proc in procs:
                 proc.terminate()
             for index, proc in enumerate(procs):
-                _, err = proc.communicate(timeout=30)
+                proc.communicate(timeout=30)
+                err = (root / f"{index}.log").read_text()
                 assert proc.returncode == 0, err[-2000:]
                 messages = [
                     json.loads(line)["msg"] for line in err.splitlines() if line.startswith("{")
                 ]
-                if index > 0:
+                if index in (1, 2):
                     assert "found the cluster with mDNS" in messages
                     assert "admitted to cluster" in messages
     finally:

@@ -61,6 +61,9 @@ CONNECTION_ERRORS = (
 )
 
 
+CLOSE_LINGER_S = 1.0
+"""How long a refused connection is drained before it is closed."""
+CLOSE_DRAIN_BYTES = 4096
 SESSION_TIMEOUT_S = 30.0
 """Longest a service may hold a session open (push-pull, checkpoint exchange)."""
 
@@ -147,8 +150,8 @@ class PeerService:
             self._count("internal_error")
             log.exception("connection handler failed", extra={"peer_address": address})
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await stream.aclose()
+            with trio.CancelScope(shield=True):
+                await _close_gracefully(stream)
 
     async def _accept(
         self, stream: trio.SocketStream
@@ -236,6 +239,23 @@ async def join_via(
             with trio.CancelScope(shield=True):
                 await stream.aclose()
     return admission
+
+
+async def _close_gracefully(stream: trio.SocketStream) -> None:
+    """Half-close, drain briefly, then close.
+
+    Closing a TCP socket with unread input makes the kernel send a reset, which can
+    destroy a Refusal we just sent before the peer reads it.  So we send FIN first and
+    read (and discard) what the peer still sends, for at most ``CLOSE_LINGER_S``.
+    """
+    with (
+        trio.move_on_after(CLOSE_LINGER_S),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        await stream.send_eof()
+        while await stream.receive_some(CLOSE_DRAIN_BYTES):
+            pass
+    await stream.aclose()
 
 
 def _serial(peer: AuthenticatedPeer) -> int | None:

@@ -207,6 +207,14 @@ def test_check_quorum_steps_down_an_isolated_leader(check_quorum: bool) -> None:
         cluster.nodes["a"].propose(b"x")
 
 
+def test_a_leader_that_hears_only_learners_steps_down() -> None:
+    cluster = Cluster(VOTERS_3, ["l1", "l2"], seed=27)
+    cluster.elect("a")
+    cluster.partition({"a", "l1", "l2"}, {"b", "c"})
+    cluster.tick("a", "l1", "l2", times=2 * ELECTION_TICKS)
+    assert cluster.nodes["a"].role is Role.FOLLOWER  # learners do not count as a quorum
+
+
 def test_leader_transfer_to_a_caught_up_follower() -> None:
     cluster = Cluster(VOTERS_3, seed=16)
     cluster.elect("a")

@@ -19,6 +19,10 @@ with high probability, and no more.
   oldest.  Drops are counted.
 
 Internally a heap with lazy deletion keeps ``take`` at O(k log n) for k parts.
+
+Each entry may also keep the message object it encodes (``queue(..., message=m)``),
+so an in-process simulation can hand it over without decoding; see
+:meth:`BroadcastQueue.take_with_messages`.  The wire path never reads it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class _Entry:
     key: str
     part: bytes
     order: int
+    message: object = None
     transmits: int = 0
 
     def heap_key(self) -> tuple[int, int, int, str]:
@@ -78,14 +83,17 @@ class BroadcastQueue:
         entry = self._live.get(key)
         return None if entry is None else entry.transmits
 
-    def queue(self, key: str, part: bytes) -> None:
-        """Queue ``part`` (see ``codec.encode_part``), replacing any broadcast named ``key``."""
+    def queue(self, key: str, part: bytes, message: object = None) -> None:
+        """Queue ``part`` (see ``codec.encode_part``), replacing any broadcast named ``key``.
+
+        ``message`` is the object ``part`` encodes, kept for :meth:`take_with_messages`.
+        """
         if len(part) > self._part_bytes_max:
             self._live.pop(key, None)  # whatever was queued about ``key`` is stale now
             self.oversized += 1
             return
         self._order += 1
-        entry = _Entry(key=key, part=part, order=self._order)
+        entry = _Entry(key=key, part=part, order=self._order, message=message)
         self._live[key] = entry
         heapq.heappush(self._heap, entry.heap_key())
         while len(self._live) > self._entries_max:
@@ -98,6 +106,16 @@ class BroadcastQueue:
 
     def take(self, bytes_available: int, members: int, retransmit_mult: int) -> list[bytes]:
         """Parts that fit in ``bytes_available``, counting one transmit for each."""
+        return [e.part for e in self._take(bytes_available, members, retransmit_mult)]
+
+    def take_with_messages(
+        self, bytes_available: int, members: int, retransmit_mult: int
+    ) -> list[tuple[bytes, object]]:
+        """Like :meth:`take`, with each part's message object (``None`` if not kept)."""
+        chosen = self._take(bytes_available, members, retransmit_mult)
+        return [(e.part, e.message) for e in chosen]
+
+    def _take(self, bytes_available: int, members: int, retransmit_mult: int) -> list[_Entry]:
         limit = retransmit_limit(retransmit_mult, members)
         chosen: list[_Entry] = []
         skipped: list[tuple[int, int, int, str]] = []
@@ -121,7 +139,7 @@ class BroadcastQueue:
             else:
                 heapq.heappush(self._heap, entry.heap_key())
         self._maybe_compact()
-        return [entry.part for entry in chosen]
+        return chosen
 
     def _prune_one(self) -> None:
         victim = max(self._live.values(), key=lambda e: (e.transmits, -len(e.part), -e.order))

@@ -11,6 +11,7 @@ Inputs (each takes ``now``, seconds on a monotonic clock of the caller's choosin
 ``receive(sender_addr, data, now)``    one datagram or stream message from a peer;
                                        malformed input raises ``RemoteProtocolError``
                                        before any state changes
+``receive_message(sender_addr, m, now)``  the same, already decoded (simulations)
 ``tick(now)``                          run the timers below that are due
 ``join(addrs, now)``                   push-pull with seed addresses
 ``leave(now)``                         graceful leave: gossip our own LEFT
@@ -42,6 +43,14 @@ publish                RTT/health changes, rate limited           bump local ver
 reap                   REAP_INTERVAL_S                            forget long-dead members
 =====================  =========================================  ======================
 
+In-process simulations
+----------------------
+The daemon only ever uses the bytes path above.  A simulation of thousands of cores
+may build them with ``keep_decoded=True`` (each :class:`Outgoing` then also carries
+its message object) and feed those objects to ``receive_message``, skipping the
+msgpack decode that dominates its profile; and it may :meth:`Membership.warm_start`
+its cores from a converged member table instead of simulating the join wave.
+
 Every datagram is filled up to ``DATAGRAM_PLAINTEXT_BYTES_MAX`` with piggybacked
 broadcasts; a message that cannot fit one datagram goes out ``reliable=True``.
 """
@@ -65,6 +74,7 @@ from protocol.membership.messages import (
     Compound,
     Dead,
     IndirectPing,
+    Message,
     Nack,
     Ping,
     PushPull,
@@ -106,7 +116,14 @@ LOCAL_FIELDS_CALLER_OWNS = frozenset(
 class Membership:
     """SWIM + Lifeguard membership of one node; see the module docstring."""
 
-    def __init__(self, local: MemberRecord, timing: MembershipTiming, rng: Random) -> None:
+    def __init__(
+        self,
+        local: MemberRecord,
+        timing: MembershipTiming,
+        rng: Random,
+        *,
+        keep_decoded: bool = False,
+    ) -> None:
         self._timing = timing
         self._rng = rng
         self._awareness = Awareness(timing.awareness_max_multiplier)
@@ -124,7 +141,12 @@ class Membership:
             now=0.0,
         )
         table = self._table
-        self._outbox = Outbox(self._broadcasts, lambda: table.live_count, timing.retransmit_mult)
+        self._outbox = Outbox(
+            self._broadcasts,
+            lambda: table.live_count,
+            timing.retransmit_mult,
+            keep_decoded=keep_decoded,
+        )
         self._prober = Prober(
             table=table,
             timing=timing,
@@ -221,11 +243,31 @@ class Membership:
 
         Decoding happens first, so a malformed message changes nothing.
         """
-        decoded = decode(message)
+        self.receive_message(sender_addr, decode(message), now)
+
+    def receive_message(self, sender_addr: str, message: Message, now: float) -> None:
+        """Handle one already-decoded message (in-process simulations; see above)."""
         self._advance(now)
-        parts = decoded.messages if isinstance(decoded, Compound) else (decoded,)
+        parts = message.messages if isinstance(message, Compound) else (message,)
         for part in parts:
             self._handle(sender_addr, part, now)
+
+    def warm_start(self, records: Iterable[MemberRecord], now: float) -> None:
+        """Start as a member of an already converged cluster of ``records`` (simulations).
+
+        Every record is taken as ALIVE without an event or a broadcast, as if the join
+        wave were long over; the push-pull timer gets a random phase within its scaled
+        interval, as in a cluster that has been running for a while.  Call it once,
+        before any other input.
+        """
+        if self._started:
+            raise LocalProtocolError("warm_start must come before any other input")
+        self._advance(now)
+        self._table.seed_alive(records, now)
+        interval_s = push_pull_interval_scaled_s(
+            self._timing.push_pull_interval_s, self._table.live_count
+        )
+        self._next_push_pull_s = now + self._rng.uniform(0, interval_s)
 
     def tick(self, now: float) -> None:
         """Run every timer that is due at ``now``."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from protocol.membership.messages import Message
 from protocol.membership.record import MemberRecord
 
 
@@ -33,6 +34,9 @@ class Outgoing:
     """The encoded message (``codec.encode``), not yet sealed."""
     reliable: bool
     """True: send over the secure stream.  False: one sealed datagram."""
+    decoded: Message | None = None
+    """What ``message`` encodes, set only by a core built with ``keep_decoded=True``
+    (in-process simulations hand it to ``Membership.receive_message``, no decoding)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -13,6 +13,10 @@ record is checked to fit), a datagram never exceeds
 ``codec.DATAGRAM_PLAINTEXT_BYTES_MAX``; should one ever do, it is marked
 ``reliable=True`` rather than sent as a datagram that cannot arrive.
 
+With ``keep_decoded=True`` (in-process simulations only) every :class:`Outgoing`
+also carries the message object it encodes, in ``decoded``; the bytes are built all
+the same, so sizes and the datagram budget are those of the wire.
+
 The outbox is bounded (:data:`OUTBOX_MESSAGES_MAX`): a caller that never drains it
 loses the oldest messages (counted), as a congested socket would.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from protocol.membership.broadcast import BroadcastQueue
 from protocol.membership.codec import (
@@ -32,7 +37,7 @@ from protocol.membership.codec import (
     encode_single_part,
 )
 from protocol.membership.events import Outgoing
-from protocol.membership.messages import Message, SimpleMessage
+from protocol.membership.messages import Compound, Message, SimpleMessage
 
 BROADCAST_PART_BYTES_MAX = DATAGRAM_PLAINTEXT_BYTES_MAX - COMPOUND_OVERHEAD_BYTES
 """Room for message parts in one datagram; also the largest single broadcast."""
@@ -43,12 +48,25 @@ OUTBOX_MESSAGES_MAX = 65_536
 class Outbox:
     """Encoded messages waiting for the caller to send them."""
 
-    __slots__ = ("_broadcasts", "_members", "_messages", "_retransmit_mult", "dropped")
+    __slots__ = (
+        "_broadcasts",
+        "_keep_decoded",
+        "_members",
+        "_messages",
+        "_retransmit_mult",
+        "dropped",
+    )
 
     def __init__(
-        self, broadcasts: BroadcastQueue, members: Callable[[], int], retransmit_mult: int
+        self,
+        broadcasts: BroadcastQueue,
+        members: Callable[[], int],
+        retransmit_mult: int,
+        *,
+        keep_decoded: bool = False,
     ) -> None:
         self._broadcasts = broadcasts
+        self._keep_decoded = keep_decoded
         self._members = members
         self._retransmit_mult = retransmit_mult
         self._messages: deque[Outgoing] = deque()
@@ -66,28 +84,52 @@ class Outbox:
         """Send ``messages`` in one datagram, filled up with piggybacked broadcasts."""
         parts = [encode_part(message) for message in messages]
         free = BROADCAST_PART_BYTES_MAX - sum(len(part) for part in parts)
+        if not self._keep_decoded:
+            if free > 0:
+                parts += self._take(free)
+            self._datagram_of_parts(addr, parts, None)
+            return
+        objects: list[SimpleMessage] = list(messages)
         if free > 0:
-            parts += self._take(free)
-        self._datagram_of_parts(addr, parts)
+            self._take_decoded(free, parts, objects)
+        self._datagram_of_parts(addr, parts, objects)
 
     def gossip(self, addr: str) -> bool:
         """Send one datagram of broadcasts alone; False if there was nothing to send."""
-        parts = self._take(BROADCAST_PART_BYTES_MAX)
+        objects: list[SimpleMessage] | None = None
+        if self._keep_decoded:
+            parts: list[bytes] = []
+            objects = []
+            self._take_decoded(BROADCAST_PART_BYTES_MAX, parts, objects)
+        else:
+            parts = self._take(BROADCAST_PART_BYTES_MAX)
         if parts:
-            self._datagram_of_parts(addr, parts)
+            self._datagram_of_parts(addr, parts, objects)
         return bool(parts)
 
     def stream(self, addr: str, message: Message) -> None:
         """Send ``message`` over the secure stream."""
-        self._push(Outgoing(addr=addr, message=encode(message), reliable=True))
+        decoded = message if self._keep_decoded else None
+        self._push(Outgoing(addr=addr, message=encode(message), reliable=True, decoded=decoded))
 
     def _take(self, free: int) -> list[bytes]:
         return self._broadcasts.take(free, self._members(), self._retransmit_mult)
 
-    def _datagram_of_parts(self, addr: str, parts: list[bytes]) -> None:
+    def _take_decoded(self, free: int, parts: list[bytes], objects: list[SimpleMessage]) -> None:
+        taken = self._broadcasts.take_with_messages(free, self._members(), self._retransmit_mult)
+        for part, message in taken:
+            parts.append(part)
+            objects.append(cast(SimpleMessage, message))  # the table queues messages
+
+    def _datagram_of_parts(
+        self, addr: str, parts: list[bytes], objects: list[SimpleMessage] | None
+    ) -> None:
         data = encode_single_part(parts[0]) if len(parts) == 1 else encode_compound_parts(parts)
         reliable = len(data) > DATAGRAM_PLAINTEXT_BYTES_MAX
-        self._push(Outgoing(addr=addr, message=data, reliable=reliable))
+        decoded: Message | None = None
+        if objects is not None:
+            decoded = objects[0] if len(objects) == 1 else Compound(messages=tuple(objects))
+        self._push(Outgoing(addr=addr, message=data, reliable=reliable, decoded=decoded))
 
     def _push(self, outgoing: Outgoing) -> None:
         if len(self._messages) >= OUTBOX_MESSAGES_MAX:

@@ -238,6 +238,19 @@ class MemberTable:
                 # Lifeguard's timer to its minimum without any new evidence.
                 self.suspect(record.node_id, record.incarnation, self.local_id, now, hearsay=True)
 
+    def seed_alive(self, records: Iterable[MemberRecord], now: float) -> None:
+        """Add ``records`` as ALIVE, silently: no event, no broadcast (a warm start)."""
+        for record in records:
+            node_id = record.node_id
+            if node_id == self.local_id or node_id in self._entries:
+                continue
+            if len(self._entries) >= MEMBERS_MAX:
+                self.members_dropped += 1
+                continue
+            self._entries[node_id] = _Entry(record, MemberState.ALIVE, now)
+            self._live_count += 1
+            self._on_added(node_id)
+
     def expire_suspicions(self, now: float) -> None:
         """Declare dead every suspect whose Lifeguard timer ran out."""
         overdue = [n for n, s in self._suspicions.items() if s.deadline_s <= now]
@@ -377,7 +390,7 @@ class MemberTable:
             entry.state_change_s = now
 
     def _gossip(self, node_id: str, message: Message) -> None:
-        self._broadcasts.queue(node_id, encode_part(message))
+        self._broadcasts.queue(node_id, encode_part(message), message)
 
     def _emit(self, event: MembershipEvent) -> None:
         if len(self._events) >= EVENTS_MAX:

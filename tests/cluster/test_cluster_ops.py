@@ -3,15 +3,11 @@ and the members cosign each other's audit checkpoints over the secure channel.""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,47 +16,7 @@ import pytest
 from crypto.gossip import Keyring
 from protocol.membership import encode
 from protocol.membership.messages import Ping
-from tests.conftest import program, run_cli, wait_for_socket
-
-TOKEN_RE = re.compile(r"--token (vrm1\.\S+)")
-
-
-def start(state: Path, name: str, *args: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            program("vramancer-node"),
-            "join",
-            "--state-dir",
-            str(state),
-            "--preset",
-            "local",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
-            "--log-format",
-            "json",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    wait_for_socket(state / "api.sock", proc)
-    return proc
-
-
-def cli_json(state: Path, *args: str) -> dict:
-    result = run_cli("vramancer", "--state-dir", str(state), *args, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s} s"
-        time.sleep(0.25)
+from tests.cluster.kit import cli_json, founding_token, start_local, wait_until
 
 
 @pytest.fixture
@@ -68,11 +24,11 @@ def pair() -> Iterator[tuple[Path, Path]]:
     root = Path(tempfile.mkdtemp(prefix="vrmo-", dir="/tmp"))
     procs = []
     try:
-        founder = start(root / "a", "a")
+        founder = start_local(root / "a", "a")
         procs.append(founder)
-        token = TOKEN_RE.search(founder.stdout.readline() + founder.stdout.readline()).group(1)
+        token = founding_token(founder)
         address = cli_json(root / "a", "status")["listening"][0]
-        procs.append(start(root / "b", "b", "--peer", address, "--token", token))
+        procs.append(start_local(root / "b", "b", "--peer", address, "--token", token))
         yield root / "a", root / "b"
     finally:
         for proc in procs:

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import program, run_cli, wait_for_socket
+from tests.cluster.kit import cli_json, founding_token, start_local, wait_until
+from tests.conftest import run_cli
 from vramancer_node.config import build_config
 
-TOKEN_RE = re.compile(r"--token (vrm1\.\S+)")
 LOCAL = build_config({"preset": "local"}).membership
 
 
@@ -31,46 +29,10 @@ def dead_bound_s(members: int) -> float:
     return detect + suspicion_max + 2.0  # slack for process scheduling on 2 cores
 
 
-def start(state: Path, name: str, *args: str) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            program("vramancer-node"),
-            "join",
-            "--state-dir",
-            str(state),
-            "--preset",
-            "local",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            name,
-            "--log-format",
-            "json",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    wait_for_socket(state / "api.sock", proc)
-    return proc
-
-
 def peers(state: Path) -> dict[str, str]:
-    result = run_cli("vramancer", "--state-dir", str(state), "peers", "--json")
-    assert result.returncode == 0, result.stderr
-    body = json.loads(result.stdout)
+    body = cli_json(state, "peers")
     assert body["schema"] == "vramancer.peers.v1"
     return {m["name"]: m["status"] for m in body["members"]}
-
-
-def wait_until(predicate, timeout_s: float, what: str) -> float:
-    start_s = time.monotonic()
-    while time.monotonic() - start_s < timeout_s:
-        if predicate():
-            return time.monotonic() - start_s
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout_s:.1f} s")
 
 
 @pytest.fixture
@@ -85,15 +47,13 @@ def root() -> Iterator[Path]:
 def test_three_daemons_gossip_detect_a_crash_and_see_the_restart(root: Path) -> None:
     procs: dict[str, subprocess.Popen[str]] = {}
     try:
-        procs["a"] = start(root / "a", "a")
-        token = TOKEN_RE.search(procs["a"].stdout.readline() + procs["a"].stdout.readline()).group(
-            1
-        )
+        procs["a"] = start_local(root / "a", "a")
+        token = founding_token(procs["a"])
         address = json.loads(
             run_cli("vramancer", "--state-dir", str(root / "a"), "status", "--json").stdout
         )["listening"][0]
         for name in ("b", "c"):
-            procs[name] = start(root / name, name, "--peer", address, "--token", token)
+            procs[name] = start_local(root / name, name, "--peer", address, "--token", token)
 
         everyone_alive = {"a": "alive", "b": "alive", "c": "alive"}
         wait_until(lambda: all(peers(root / n) == everyone_alive for n in "abc"), 30, "convergence")
@@ -117,7 +77,7 @@ def test_three_daemons_gossip_detect_a_crash_and_see_the_restart(root: Path) -> 
         assert dead.returncode == 0
         assert [m["name"] for m in json.loads(dead.stdout)["members"]] == ["c"]
 
-        procs["c"] = start(root / "c", "c", "--peer", address)  # stored certificate, no token
+        procs["c"] = start_local(root / "c", "c", "--peer", address)  # stored certificate, no token
         wait_until(lambda: all(peers(root / n) == everyone_alive for n in "abc"), 30, "rejoin")
     finally:
         for proc in procs.values():

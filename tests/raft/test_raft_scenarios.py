@@ -333,6 +333,16 @@ def test_learner_receives_committed_state_but_never_votes() -> None:
     assert cluster.nodes["l"].term == cluster.nodes["a"].term
 
 
+def test_learner_acknowledgements_never_commit_an_entry() -> None:
+    cluster = Cluster(VOTERS_3, ["l1", "l2", "l3"], seed=28)
+    cluster.elect("a")
+    cluster.crash("b")
+    cluster.crash("c")
+    index = cluster.propose("a", "k", "v")
+    assert cluster.nodes["l1"].log.last_index >= index  # the learners hold it ...
+    assert cluster.nodes["a"].log.committed < index  # ... which commits nothing
+
+
 def test_leader_that_removes_itself_hands_leadership_over() -> None:
     cluster = Cluster(VOTERS_3, seed=22)
     cluster.elect("a")

@@ -1,0 +1,222 @@
+"""A warm-started cluster of real membership cores on one discrete-event loop.
+
+Theory of operation
+-------------------
+Every node is a real :class:`protocol.membership.Membership` core built with
+``keep_decoded=True`` and started with ``warm_start`` from the full member table: the
+cluster is already converged at t=0, so a run measures steady-state SWIM, not the
+join wave.  Messages are still encoded (their sizes feed the traffic figures and the
+datagram budget check) but handed over as objects through ``receive_message``, which
+skips the msgpack decode.  The network is :class:`FakeNetwork` (seeded loss, delay,
+partitions); crashed nodes neither receive nor tick.
+
+:class:`Observer` turns the events every core emits into the measurements:
+
+* dissemination: from ``update_local`` on one member until
+  ``ceil(0.999 * live members)`` hold that version (the origin counts);
+* detection of a crash: first suspicion, first death declaration, and the time
+  every member still alive holds it dead;
+* false deaths: a live member declared dead, except across an active partition
+  (or within the suspicion timeout after it heals), which is counted apart.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from random import Random
+
+from protocol.membership import (
+    MemberAlive,
+    MemberDead,
+    MemberJoined,
+    MemberRecord,
+    MembershipEvent,
+    MembershipTiming,
+    MemberSuspected,
+    MemberUpdated,
+)
+from protocol.membership.core import Membership
+from protocol.membership.messages import Message
+from protocol.membership.testing import FakeNetwork, NetworkConditions, sim_address
+
+_TICK = 0
+_DELIVER = 1
+
+
+@dataclass(slots=True)
+class Dissemination:
+    origin: int
+    version: int
+    started_s: float
+    needed: int
+    holders: set[int] = field(default_factory=set)
+    done_s: float | None = None
+
+
+@dataclass(slots=True)
+class Crash:
+    at_s: float
+    first_suspect_s: float | None = None
+    first_dead_s: float | None = None
+    dead_at: dict[int, float] = field(default_factory=dict)
+
+
+class Observer:
+    """Measurements taken from the event stream of every core."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self.disseminations: list[Dissemination] = []
+        self._active: dict[int, Dissemination] = {}
+        self.crashes: dict[int, Crash] = {}
+        self.false_dead = 0
+        self.false_suspected = 0
+        self.partition_dead = 0
+        self.partition_excuse_until_s = -math.inf
+        self.side: dict[int, int] = {}
+        # observer -> {subject: event type} for subjects the observer does not see alive
+        self.not_alive: dict[int, dict[int, type]] = {}
+
+    def start_dissemination(self, origin: int, version: int, now: float) -> None:
+        live = len(self._cluster.nodes) - len(self._cluster.crashed)
+        needed = math.ceil(0.999 * live)
+        trial = Dissemination(origin, version, now, needed, {origin})
+        self.disseminations.append(trial)
+        self._active[origin] = trial
+
+    def on_event(self, observer: int, event: MembershipEvent, now: float) -> None:
+        index = self._cluster.index
+        if isinstance(event, (MemberJoined, MemberUpdated)):
+            subject = index[event.record.node_id]
+            self.not_alive.get(observer, {}).pop(subject, None)
+            trial = self._active.get(subject)
+            if trial is not None and event.record.version >= trial.version:
+                trial.holders.add(observer)
+                if len(trial.holders) >= trial.needed:
+                    trial.done_s = now - trial.started_s
+                    del self._active[subject]
+            return
+        subject = index[event.node_id]  # type: ignore[union-attr]
+        if isinstance(event, MemberAlive):
+            self.not_alive.get(observer, {}).pop(subject, None)
+            return
+        self.not_alive.setdefault(observer, {})[subject] = type(event)
+        crash = self.crashes.get(subject)
+        if isinstance(event, MemberSuspected):
+            if crash is None:
+                self.false_suspected += 1
+            elif crash.first_suspect_s is None:
+                crash.first_suspect_s = now - crash.at_s
+        elif isinstance(event, MemberDead):
+            if crash is not None:
+                crash.dead_at.setdefault(observer, now)
+                if crash.first_dead_s is None:
+                    crash.first_dead_s = now - crash.at_s
+            elif now <= self.partition_excuse_until_s and self.side.get(observer) != self.side.get(
+                subject
+            ):
+                self.partition_dead += 1
+            else:
+                self.false_dead += 1
+
+    def converged(self) -> bool:
+        """Every live node sees every live node alive and every crashed one dead."""
+        crashed = self._cluster.crashed
+        for observer in range(len(self._cluster.nodes)):
+            if observer in crashed:
+                continue
+            odd = self.not_alive.get(observer, {})
+            if len(odd) != len(crashed) or any(s not in crashed for s in odd):
+                return False
+            if any(kind is MemberSuspected for kind in odd.values()):
+                return False
+        return True
+
+
+class Cluster:
+    """N warm-started cores, a fake network and an event heap; all from one seed."""
+
+    def __init__(
+        self, *, members: int, seed: int, timing: MembershipTiming, conditions: NetworkConditions
+    ) -> None:
+        rng = Random(seed)
+        self.timing = timing
+        self.network = FakeNetwork(Random(rng.getrandbits(64)), conditions)
+        ids = [f"n{i:05d}" for i in range(members)]
+        self.addrs = [sim_address(node_id) for node_id in ids]
+        self.index = {node_id: i for i, node_id in enumerate(ids)}
+        self.addr_index = {addr: i for i, addr in enumerate(self.addrs)}
+        records = [MemberRecord(node_id=n, addresses=(a,)) for n, a in zip(ids, self.addrs)]
+        self.nodes: list[Membership] = []
+        for record in records:
+            core = Membership(record, timing, Random(rng.getrandbits(64)), keep_decoded=True)
+            core.warm_start(records, 0.0)
+            self.nodes.append(core)
+        self.crashed: set[int] = set()
+        self.now = 0.0
+        self.protocol_errors = 0
+        self.observer = Observer(self)
+        self._heap: list[tuple[float, int, int, int, str, Message | None]] = []
+        self._seq = 0
+        self._tick_at: list[float] = [math.inf] * members
+        for i in range(members):
+            self._schedule_tick(i)
+
+    def live(self) -> list[int]:
+        return [i for i in range(len(self.nodes)) if i not in self.crashed]
+
+    def crash(self, i: int) -> None:
+        self.crashed.add(i)
+
+    def act_update(self, i: int) -> None:
+        """``update_local`` on node ``i`` (a new software version) and start timing it."""
+        core = self.nodes[i]
+        core.update_local(now=self.now, software_version=f"sim-{core.local.version + 1}")
+        self.observer.start_dissemination(i, core.local.version, self.now)
+        self._after_input(i)
+
+    def run_until(self, end_s: float) -> None:
+        heap, nodes, crashed, tick_at = self._heap, self.nodes, self.crashed, self._tick_at
+        while heap and heap[0][0] <= end_s:
+            at_s, _, kind, i, sender, message = heapq.heappop(heap)
+            if i in crashed:
+                continue
+            self.now = at_s
+            if kind == _TICK:
+                if tick_at[i] != at_s:
+                    continue  # superseded by an earlier deadline
+                tick_at[i] = math.inf
+                nodes[i].tick(at_s)
+            else:
+                assert message is not None
+                nodes[i].receive_message(sender, message, at_s)
+            self._after_input(i)
+        self.now = max(self.now, end_s)
+
+    def _after_input(self, i: int) -> None:
+        core = self.nodes[i]
+        src = self.addrs[i]
+        now = self.now
+        route, addr_index = self.network.route, self.addr_index
+        for outgoing in core.outbox():
+            delays = route(src, outgoing)
+            dst = addr_index.get(outgoing.addr)
+            if dst is None:
+                continue
+            for delay_s in delays:
+                self._seq += 1
+                heapq.heappush(
+                    self._heap, (now + delay_s, self._seq, _DELIVER, dst, src, outgoing.decoded)
+                )
+        for event in core.events():
+            self.observer.on_event(i, event, now)
+        self._schedule_tick(i)
+
+    def _schedule_tick(self, i: int) -> None:
+        deadline_s = max(self.now, self.nodes[i].next_deadline_s())
+        if deadline_s < self._tick_at[i]:
+            self._tick_at[i] = deadline_s
+            self._seq += 1
+            heapq.heappush(self._heap, (deadline_s, self._seq, _TICK, i, "", None))

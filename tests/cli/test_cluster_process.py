@@ -149,6 +149,22 @@ def test_found_join_refuse_and_restart(dirs: list[Path]) -> None:
     refusals = [e for e in founder.logs if e["msg"] == "refused connection"]
     assert any(e["reason"] == "bad_token" for e in refusals)
 
+    # The founder's audit log, read offline from the stopped node's LMDB files, holds
+    # the founding, the admissions, and the refused handshake (aggregated).
+    offline = run_cli(
+        "vramancer", "--state-dir", str(dirs[0]), "audit", "tail", "-n", "50", "--json"
+    )
+    assert offline.returncode == 0, offline.stderr
+    records = json.loads(offline.stdout)["records"]
+    kinds = [r["kind"] for r in records]
+    assert kinds[:2] == ["cluster_founded", "token_created"]
+    admitted = [r["body"] for r in records if r["kind"] == "node_admitted"]
+    assert {(b["node_id"], b["serial"]) for b in admitted} >= {(joiner_id, 2)}
+    refused = [r["body"] for r in records if r["kind"] == "handshake_refused"]
+    assert any(b["reason"] == "bad_token" and b["count"] >= 1 for b in refused)
+    verified = run_cli("vramancer", "--state-dir", str(dirs[0]), "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
 
 def test_member_without_token_and_no_cluster_is_told_what_to_do(dirs: list[Path]) -> None:
     result = run_cli(

@@ -16,19 +16,33 @@ moves its bytes and its clock (``trio.current_time()``):
 * a timer task sleeps until ``next_deadline_s()`` (or until new work arrives),
   then ticks the core.
 
+Both ways of moving bytes sit behind a small boundary so tests can swap the network
+for a seeded fake one (``tests/node/fakenet.py``), as memberlist's
+``mock_transport.go`` does:
+
+* :class:`DatagramTransport` (``sendto`` / ``recvfrom`` of sealed datagrams); the
+  default :class:`UdpTransport` is the UDP socket bound to ``bind``;
+* :class:`ReliableCarrier` (``exchange`` a message for the peer's replies, and
+  ``serve`` the exchanges peers open); the default :class:`PeerSessionCarrier` is
+  the secure-session protocol above, over :class:`~vramancer_node.peering.PeerService`.
+
 Error handling
 --------------
 A datagram that no key opens, or that the core rejects as malformed, is dropped
 and counted in :attr:`MembershipService.dropped`; a failed session is logged and
-counted.  Nothing a peer sends can stop the service.
+counted in :attr:`MembershipService.sessions`.  A carrier reports a failed exchange
+as :class:`ReliableExchangeFailed` (transport trouble) or ``RemoteProtocolError``
+(the peer misbehaved).  Nothing a peer sends can stop the service.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import random
 import socket
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import msgpack
 import trio
@@ -64,6 +78,8 @@ BULK_KIND_GOSSIP = 1
 GOSSIP_MESSAGE_BYTES_MAX = 16 * 1024 * 1024
 RELIABLE_SENDS_MAX = 32
 """Concurrent reliable sends; more wait (a bound on sessions opened by gossip)."""
+RELIABLE_REPLIES_MAX = 64
+"""Replies one exchange may bring back; a push-pull answer is one message."""
 
 
 def _addr_tuple(address: str) -> tuple[str, int]:
@@ -76,8 +92,144 @@ def _format_addr(addr: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# -- the datagram boundary ------------------------------------------------------
+
+
+class DatagramTransport(Protocol):
+    """Moves sealed datagrams; addresses are ``HOST:PORT`` strings."""
+
+    async def sendto(self, data: bytes, addr: str) -> None:
+        """Send one datagram; may raise ``OSError`` or ``ValueError`` (bad address)."""
+        ...
+
+    async def recvfrom(self) -> tuple[bytes, str]:
+        """Wait for the next datagram and its sender's address."""
+        ...
+
+
+class UdpTransport:
+    """The real transport: one UDP socket (open it with :meth:`bound`)."""
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self._sock = sock
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def bound(cls, bind: str) -> AsyncIterator[UdpTransport]:
+        """A transport on a UDP socket bound to ``bind``, closed on exit."""
+        host, port = parse_hostport(bind)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        with sock:
+            await sock.bind((host or "0.0.0.0", port))
+            yield cls(sock)
+
+    async def sendto(self, data: bytes, addr: str) -> None:
+        await self._sock.sendto(data, _addr_tuple(addr))
+
+    async def recvfrom(self) -> tuple[bytes, str]:
+        data, addr = await self._sock.recvfrom(DATAGRAM_BYTES_MAX + 1)
+        return data, _format_addr(addr)
+
+
+# -- the reliable boundary ------------------------------------------------------
+
+
+class ReliableExchangeFailed(Exception):
+    """A reliable exchange did not complete: unreachable, refused, timed out, broken."""
+
+
+ReliableResponder = Callable[[list[bytes]], Awaitable[None]]
+"""Sends the replies of a served exchange back to its initiator, then ends it."""
+ReliableHandler = Callable[[str, bytes, ReliableResponder], Awaitable[None]]
+"""Serves one exchange: ``handler(sender_address, message, respond)``."""
+
+
+class ReliableCarrier(Protocol):
+    """Carries reliable membership messages (push-pull, oversized compounds)."""
+
+    async def exchange(self, addr: str, message: bytes) -> list[bytes]:
+        """Deliver ``message`` to ``addr`` and return its replies, in order.
+
+        Raises :class:`ReliableExchangeFailed` or ``RemoteProtocolError``.
+        """
+        ...
+
+    def serve(self, handler: ReliableHandler) -> None:
+        """Hand every exchange a peer opens to ``handler``."""
+        ...
+
+
+def _gossip_message(frame: object) -> bytes:
+    if not isinstance(frame, BulkFrame) or frame.kind != BULK_KIND_GOSSIP:
+        raise RemoteProtocolError(f"expected a gossip BULK frame, got {type(frame).__name__}")
+    if len(frame.body) > GOSSIP_MESSAGE_BYTES_MAX:
+        raise RemoteProtocolError("gossip message too large")
+    return bytes(frame.body)
+
+
+class PeerSessionCarrier:
+    """The real carrier: one secure session of service ``gossip`` per exchange."""
+
+    def __init__(self, peers: PeerService, local_address: Callable[[], str]) -> None:
+        self.peers = peers
+        self._local_address = local_address
+
+    async def exchange(self, addr: str, message: bytes) -> list[bytes]:
+        body = msgpack.packb(self._local_address())
+        replies: list[bytes] = []
+        try:
+            async with self.peers.open_session(addr, SERVICE_GOSSIP, body) as (_peer, secure):
+                await secure.send_bulk(BULK_KIND_GOSSIP, b"", message)
+                await secure.send_eof()
+                while True:
+                    frame = await secure.receive_frame()
+                    if isinstance(frame, EndOfStream):
+                        return replies
+                    if len(replies) >= RELIABLE_REPLIES_MAX:
+                        raise RemoteProtocolError(f"more than {RELIABLE_REPLIES_MAX} replies")
+                    replies.append(_gossip_message(frame))
+        except (
+            HandshakeFailed,
+            NoiseError,
+            OSError,
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+        ) as exc:
+            raise ReliableExchangeFailed(f"{type(exc).__name__}: {exc}") from exc
+
+    def serve(self, handler: ReliableHandler) -> None:
+        async def serve_session(peer: AuthenticatedPeer, secure: SecureStream, body: bytes) -> None:
+            try:
+                sender = msgpack.unpackb(body)
+                if not isinstance(sender, str):
+                    raise ValueError("not a string")
+                parse_hostport(sender)
+            except (ValueError, msgpack.UnpackException) as exc:
+                raise RemoteProtocolError(f"gossip session: bad sender address: {exc}") from exc
+            message = _gossip_message(await secure.receive_frame())
+
+            async def respond(replies: list[bytes]) -> None:
+                for reply in replies:
+                    await secure.send_bulk(BULK_KIND_GOSSIP, b"", reply)
+                await secure.send_eof()
+
+            await handler(sender, message, respond)
+
+        self.peers.register(SERVICE_GOSSIP, serve_session)
+
+
+# -- the service ----------------------------------------------------------------
+
+
 class MembershipService:
-    """Runs one node's membership core on the network."""
+    """Runs one node's membership core on the network.
+
+    ``transport`` and ``carrier`` default to the real network: a UDP socket bound to
+    ``bind`` and secure sessions over ``peers``.  Pass both to run without sockets
+    (``peers`` may then be omitted).
+    """
 
     def __init__(
         self,
@@ -85,11 +237,15 @@ class MembershipService:
         local: MemberRecord,
         timing: MembershipTiming,
         keyring: Keyring,
-        peers: PeerService,
+        peers: PeerService | None = None,
         bind: str,
         seeds: list[str],
         rng: random.Random | None = None,
+        transport: DatagramTransport | None = None,
+        carrier: ReliableCarrier | None = None,
     ) -> None:
+        if carrier is None and peers is None:
+            raise ValueError("MembershipService needs peers or a carrier")
         self.core = Membership(local, timing, rng or random.Random())
         self.keyring = keyring
         self.peers = peers
@@ -99,7 +255,12 @@ class MembershipService:
         self.sessions: collections.Counter[str] = collections.Counter()
         self._wake = trio.Event()
         self._reliable_limit = trio.CapacityLimiter(RELIABLE_SENDS_MAX)
-        self._sock: trio.socket.SocketType | None = None
+        self._given_transport = transport
+        self._transport: DatagramTransport | None = None
+        if carrier is None:
+            assert peers is not None
+            carrier = PeerSessionCarrier(peers, lambda: self.advertised)
+        self._carrier = carrier
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -109,13 +270,9 @@ class MembershipService:
     # -- lifecycle ------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        host, port = parse_hostport(self.bind)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
-        with sock:
-            await sock.bind((host or "0.0.0.0", port))
-            self._sock = sock
-            self.peers.register(SERVICE_GOSSIP, self._serve_gossip_session)
+        async with self._open_transport() as transport:
+            self._transport = transport
+            self._carrier.serve(self._serve_reliable)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._receive_loop)
@@ -127,6 +284,14 @@ class MembershipService:
                     extra={"advertised": self.advertised, "seeds": self.seeds},
                 )
                 task_status.started()
+
+    @contextlib.asynccontextmanager
+    async def _open_transport(self) -> AsyncIterator[DatagramTransport]:
+        if self._given_transport is not None:
+            yield self._given_transport  # its owner closes it
+        else:
+            async with UdpTransport.bound(self.bind) as transport:
+                yield transport
 
     def join(self, addresses: list[str]) -> None:
         """Contact ``addresses`` (push-pull) to join or merge with their view."""
@@ -147,22 +312,19 @@ class MembershipService:
     # -- loops ----------------------------------------------------------------
 
     async def _receive_loop(self) -> None:
-        assert self._sock is not None
+        assert self._transport is not None
         while True:
-            data, addr = await self._sock.recvfrom(DATAGRAM_BYTES_MAX + 1)
+            data, sender = await self._transport.recvfrom()
             try:
                 plaintext = self.keyring.open(data)
             except GossipSealError:
                 self.dropped["seal"] += 1
                 continue
             try:
-                self.core.receive(_format_addr(addr), plaintext, trio.current_time())
+                self.core.receive(sender, plaintext, trio.current_time())
             except RemoteProtocolError as exc:
                 self.dropped["malformed"] += 1
-                log.debug(
-                    "dropped gossip datagram",
-                    extra={"from": _format_addr(addr), "detail": str(exc)},
-                )
+                log.debug("dropped gossip datagram", extra={"from": sender, "detail": str(exc)})
                 continue
             await self._flush()
 
@@ -178,74 +340,40 @@ class MembershipService:
         await self._dispatch(self.core.outbox())
 
     async def _dispatch(self, outgoing: list[Outgoing]) -> None:
-        assert self._sock is not None and self._nursery is not None
+        assert self._transport is not None and self._nursery is not None
         for out in outgoing:
             if out.reliable:
                 self._nursery.start_soon(self._send_reliable, out)
                 continue
             try:
-                await self._sock.sendto(self.keyring.seal(out.message), _addr_tuple(out.addr))
+                await self._transport.sendto(self.keyring.seal(out.message), out.addr)
             except (OSError, ValueError, GossipSealError) as exc:
                 self.dropped["send_failed"] += 1
                 log.debug("gossip send failed", extra={"to": out.addr, "detail": str(exc)})
         self._log_events(self.core.events())
 
-    # -- reliable messages over secure sessions -------------------------------
+    # -- reliable messages ----------------------------------------------------
 
     async def _send_reliable(self, out: Outgoing) -> None:
         async with self._reliable_limit:
             try:
-                body = msgpack.packb(self.advertised)
-                async with self.peers.open_session(out.addr, SERVICE_GOSSIP, body) as (
-                    _peer,
-                    secure,
-                ):
-                    await secure.send_bulk(BULK_KIND_GOSSIP, b"", out.message)
-                    await secure.send_eof()
-                    while True:
-                        frame = await secure.receive_frame()
-                        if isinstance(frame, EndOfStream):
-                            break
-                        self._feed_stream_frame(out.addr, frame)
+                for reply in await self._carrier.exchange(out.addr, out.message):
+                    self.core.receive(out.addr, reply, trio.current_time())
                 self.sessions["ok"] += 1
-            except (
-                HandshakeFailed,
-                RemoteProtocolError,
-                NoiseError,
-                OSError,
-                trio.TooSlowError,
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-            ) as exc:
+            except (ReliableExchangeFailed, RemoteProtocolError) as exc:
                 self.sessions["failed"] += 1
                 log.debug("gossip session failed", extra={"to": out.addr, "detail": str(exc)})
                 return
         await self._flush()
 
-    def _feed_stream_frame(self, addr: str, frame: object) -> None:
-        if not isinstance(frame, BulkFrame) or frame.kind != BULK_KIND_GOSSIP:
-            raise RemoteProtocolError(f"expected a gossip BULK frame, got {type(frame).__name__}")
-        if len(frame.body) > GOSSIP_MESSAGE_BYTES_MAX:
-            raise RemoteProtocolError("gossip message too large")
-        self.core.receive(addr, bytes(frame.body), trio.current_time())
-
-    async def _serve_gossip_session(
-        self, peer: AuthenticatedPeer, secure: SecureStream, body: bytes
+    async def _serve_reliable(
+        self, sender: str, message: bytes, respond: ReliableResponder
     ) -> None:
-        try:
-            sender = msgpack.unpackb(body)
-            if not isinstance(sender, str):
-                raise ValueError("not a string")
-            parse_hostport(sender)
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise RemoteProtocolError(f"gossip session: bad sender address: {exc}") from exc
-        frame = await secure.receive_frame()
-        self._feed_stream_frame(sender, frame)
+        """Feed one exchange to the core; answer with the replies addressed to ``sender``."""
+        self.core.receive(sender, message, trio.current_time())
         outgoing = self.core.outbox()
         replies = [out for out in outgoing if out.reliable and out.addr == sender]
-        for out in replies:
-            await secure.send_bulk(BULK_KIND_GOSSIP, b"", out.message)
-        await secure.send_eof()
+        await respond([out.message for out in replies])
         self.sessions["served"] += 1
         await self._dispatch([out for out in outgoing if out not in replies])
 

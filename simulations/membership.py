@@ -71,17 +71,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from membership_anchors import (  # noqa: E402
+from membership_anchors import (
     SERF_PUBLISHED_S,
     serf_dissemination_99_9_s,
     swim_first_detection_s,
 )
-from membership_cluster import Cluster, Crash  # noqa: E402
+from membership_cluster import Cluster, Crash
 
-from protocol.membership import MembershipTiming  # noqa: E402
-from protocol.membership.suspicion import suspicion_timeout_s  # noqa: E402
-from protocol.membership.table import MEMBERS_MAX  # noqa: E402
-from protocol.membership.testing import NetworkConditions  # noqa: E402
+from protocol.membership import MembershipTiming
+from protocol.membership.suspicion import suspicion_timeout_s
+from protocol.membership.table import MEMBERS_MAX
+from protocol.membership.testing import NetworkConditions
 
 NODES_MIN = 2
 CRASH_WINDOW = (0.05, 0.6)

@@ -148,7 +148,9 @@ class Cluster:
         self.addrs = [sim_address(node_id) for node_id in ids]
         self.index = {node_id: i for i, node_id in enumerate(ids)}
         self.addr_index = {addr: i for i, addr in enumerate(self.addrs)}
-        records = [MemberRecord(node_id=n, addresses=(a,)) for n, a in zip(ids, self.addrs)]
+        records = [
+            MemberRecord(node_id=n, addresses=(a,)) for n, a in zip(ids, self.addrs, strict=True)
+        ]
         self.nodes: list[Membership] = []
         for record in records:
             core = Membership(record, timing, Random(rng.getrandbits(64)), keep_decoded=True)

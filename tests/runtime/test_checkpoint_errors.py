@@ -77,6 +77,8 @@ def test_integer_tensor_refused(tmp_path: Path) -> None:
         ({"num_key_value_heads": 3}, "not a multiple"),
         ({"hidden_size": "32"}, "'hidden_size' is '32', expected int"),
         ({"vocab_size": None}, "missing key 'vocab_size'"),
+        ({"rms_norm_eps": "tiny"}, "'rms_norm_eps' is 'tiny', expected number"),
+        ({"rms_norm_eps": True}, "'rms_norm_eps' is True, expected number"),
     ],
 )
 def test_bad_config(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:

@@ -13,6 +13,10 @@ keeps the copying amortised O(1) per token.
 Positions are cache slots: the entry for position ``p`` lives at index ``p``. A forward
 pass starting at ``start <= length`` first truncates to ``start``, so a step resent after
 a failure (or a rollback) overwrites instead of duplicating.
+
+Sliding-window layers (Mistral) still keep every position: the window is applied by the
+attention mask, so the bound is ``max_tokens`` either way. A ring buffer would save
+memory there; it is not needed for correctness.
 """
 
 from __future__ import annotations

@@ -179,7 +179,8 @@ class _Reader:
         # bool is an int in Python; a count of True layers is not what anyone meant.
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise CheckpointError(
-                f"{self.source}: key {key!r} is {value!r}, expected {kind.__name__}"
+                f"{self.source}: key {key!r} is {value!r}, "
+                f"expected {getattr(kind, '__name__', 'number')}"
             )
         return value
 

@@ -61,6 +61,8 @@ class Stage(nn.Module):
                 f"layer range [{first_layer}, {last_layer_exclusive}) is not within "
                 f"[0, {config.num_hidden_layers}]"
             )
+        if first_layer == last_layer_exclusive and not (has_embedding or has_head):
+            raise ValueError("a stage needs at least one layer, the embedding or the head")
         self.config = config
         self.first_layer = first_layer
         self.last_layer_exclusive = last_layer_exclusive

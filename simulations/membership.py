@@ -13,6 +13,11 @@ N=100 row of a longer run).  The seed and every parameter are printed first.
 
 Phases (after TigerBeetle's VOPR), for each N:
 
+0. warm-up, not measured: every member publishes its first RTT view a few seconds
+   after the warm start, all at once; the run waits (``warmup_s``, at most
+   ``WARMUP_PERIODS_MAX`` probe periods) until that burst has been gossiped, so the
+   measurements see a cluster in its steady state.
+
 1. safety, ``--periods`` probe periods with the faults on: datagram loss
    (``--loss``), one-way latency uniform in [0.5, 1.5] x ``--latency-ms``,
    ``--crash K`` members crashing at random times in the first 60% of the phase, a
@@ -88,6 +93,10 @@ CRASH_WINDOW = (0.05, 0.6)
 """Crashes happen in this share of the safety phase, so each has time to be detected."""
 PARTITION_WINDOW = (1 / 3, 2 / 3)
 """The partition (``--partition``) covers this share of the safety phase."""
+WARMUP_PERIODS_MAX = 200
+"""Longest warm-up, in probe periods, before the safety phase (see ``warm_up``)."""
+WARMUP_SAMPLE_NODES = 50
+"""Members whose broadcast queues tell when the warm-up is over."""
 CONVERGENCE_CHECK_PERIODS = 1.0
 """Probe periods between convergence checks in the liveness phase."""
 
@@ -153,7 +162,6 @@ def anchors_of(members: int, timing: MembershipTiming, loss: float) -> dict[str,
 
 def run_one(args: argparse.Namespace, members: int, timing: MembershipTiming) -> dict[str, Any]:
     """Both phases for one cluster size; the per-N JSON row."""
-    wall_start_s = time.perf_counter()
     rng = Random(f"membership:{args.seed}:{members}")
     latency_s = args.latency_ms / 1000
     conditions = NetworkConditions(
@@ -163,10 +171,14 @@ def run_one(args: argparse.Namespace, members: int, timing: MembershipTiming) ->
         members=members, seed=rng.getrandbits(64), timing=timing, conditions=conditions
     )
     observer = cluster.observer
+    warmup_s = warm_up(cluster, timing)
     safety_s = args.periods * timing.probe_interval_s
     actions = schedule(args, members, safety_s, rng)
     counters = cluster.network.counters
+    bytes_before = sum(counters.bytes_sent.values())
+    wall_start_s = time.perf_counter()
     for at_s, kind, value in actions:
+        at_s += warmup_s
         cluster.run_until(at_s)
         if kind == "crash":
             cluster.crash(value)
@@ -185,11 +197,29 @@ def run_one(args: argparse.Namespace, members: int, timing: MembershipTiming) ->
                 timing.suspicion_mult, members, timing.probe_interval_s
             )
             observer.partition_excuse_until_s = cluster.now + longest_s
-    cluster.run_until(safety_s)
-    sent_bytes = sum(counters.bytes_sent.values())
+    cluster.run_until(warmup_s + safety_s)
+    sent_bytes = sum(counters.bytes_sent.values()) - bytes_before
     safety_wall_s = time.perf_counter() - wall_start_s
     converged_s = liveness(args, cluster, timing)
-    return row(args, members, timing, cluster, sent_bytes, safety_s, converged_s, safety_wall_s)
+    result = row(args, members, timing, cluster, sent_bytes, safety_s, converged_s, safety_wall_s)
+    result["warmup_s"] = round(warmup_s, 3)
+    return result
+
+
+def warm_up(cluster: Cluster, timing: MembershipTiming) -> float:
+    """Run until the first RTT publications have been gossiped; return the time taken.
+
+    A warm-started cluster publishes every member's first RTT view within seconds,
+    all at once: N broadcasts in every queue, a burst a running cluster never sees.
+    Measuring starts once the queues of a sample of members are empty again.
+    """
+    sample = cluster.nodes[:WARMUP_SAMPLE_NODES]
+    while cluster.now < WARMUP_PERIODS_MAX * timing.probe_interval_s:
+        cluster.run_until(cluster.now + timing.probe_interval_s)
+        published = all(core.local.version > 0 for core in sample)
+        if published and all(core.pending_broadcasts == 0 for core in sample):
+            break
+    return cluster.now
 
 
 def schedule(

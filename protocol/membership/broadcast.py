@@ -18,7 +18,9 @@ with high probability, and no more.
   that memberlist's ``Prune`` would drop goes first: most transmitted, smallest,
   oldest.  Drops are counted.
 
-Internally a heap with lazy deletion keeps ``take`` at O(k log n) for k parts.
+Internally a heap with lazy deletion keeps ``take`` at O(k log n) for k parts, and a
+count of queued parts per length lets it stop as soon as no queued part fits the
+space left, instead of stepping over up to ``BROADCAST_TAKE_SKIPS_MAX`` entries.
 
 Each entry may also keep the message object it encodes (``queue(..., message=m)``),
 so an in-process simulation can hand it over without decoding; see
@@ -64,6 +66,8 @@ class BroadcastQueue:
         self._part_bytes_max = part_bytes_max
         self._entries_max = entries_max
         self._live: dict[str, _Entry] = {}
+        self._lengths: dict[int, int] = {}
+        """How many live parts have each length; its smallest key is the smallest part."""
         self._heap: list[tuple[int, int, int, str]] = []
         self._order = 0
         self.dropped = 0
@@ -89,12 +93,14 @@ class BroadcastQueue:
         ``message`` is the object ``part`` encodes, kept for :meth:`take_with_messages`.
         """
         if len(part) > self._part_bytes_max:
-            self._live.pop(key, None)  # whatever was queued about ``key`` is stale now
+            self._forget(key)  # whatever was queued about ``key`` is stale now
             self.oversized += 1
             return
+        self._forget(key)
         self._order += 1
         entry = _Entry(key=key, part=part, order=self._order, message=message)
         self._live[key] = entry
+        self._lengths[len(part)] = self._lengths.get(len(part), 0) + 1
         heapq.heappush(self._heap, entry.heap_key())
         while len(self._live) > self._entries_max:
             self._prune_one()
@@ -102,7 +108,18 @@ class BroadcastQueue:
 
     def discard(self, key: str) -> None:
         """Forget the broadcast named ``key``, if any."""
-        self._live.pop(key, None)
+        self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        entry = self._live.pop(key, None)
+        if entry is None:
+            return
+        length = len(entry.part)
+        left = self._lengths[length] - 1
+        if left:
+            self._lengths[length] = left
+        else:
+            del self._lengths[length]
 
     def take(self, bytes_available: int, members: int, retransmit_mult: int) -> list[bytes]:
         """Parts that fit in ``bytes_available``, counting one transmit for each."""
@@ -127,6 +144,8 @@ class BroadcastQueue:
                 continue  # stale: replaced, discarded or already re-pushed
             if len(entry.part) > free:
                 skipped.append(item)
+                if free < min(self._lengths):
+                    break  # no queued part fits what is left
                 continue
             chosen.append(entry)
             free -= len(entry.part)
@@ -135,7 +154,7 @@ class BroadcastQueue:
         for entry in chosen:
             entry.transmits += 1
             if entry.transmits >= limit:
-                del self._live[entry.key]
+                self._forget(entry.key)
             else:
                 heapq.heappush(self._heap, entry.heap_key())
         self._maybe_compact()
@@ -143,7 +162,7 @@ class BroadcastQueue:
 
     def _prune_one(self) -> None:
         victim = max(self._live.values(), key=lambda e: (e.transmits, -len(e.part), -e.order))
-        del self._live[victim.key]
+        self._forget(victim.key)
         self.dropped += 1
 
     def _maybe_compact(self) -> None:

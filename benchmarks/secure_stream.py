@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/secure_stream.py            # about 30 s
+    python benchmarks/secure_stream.py            # about 20 s
     python benchmarks/secure_stream.py --quick    # under 15 s, noisier
     python benchmarks/secure_stream.py --bytes 4294967296 --seconds 5 --repeats 5
 

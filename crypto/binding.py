@@ -69,6 +69,7 @@ from crypto.certs import (
     UnknownClusterError,
     build_record,
     ed25519_verify,
+    ed25519_verify_cached,
     encode_record,
     require_bytes,
     require_int,
@@ -144,11 +145,11 @@ class AdmissionMessageType(IntEnum):
     WELCOME = 5
 
 
-def _require_certificate(value: object, name: str) -> None:
-    """An encoded ``SignedCertificate`` that decodes strictly (not verified)."""
+def _require_certificate(value: object, name: str) -> SignedCertificate:
+    """An encoded ``SignedCertificate`` that decodes strictly (not verified), decoded."""
     data = require_bytes(value, name, bytes_max=SIGNED_CERT_BYTES_MAX, error=BindingFormatError)
     try:
-        SignedCertificate.decode(data)
+        return SignedCertificate.decode(data)
     except CertificateFormatError as exc:
         raise BindingFormatError(f"{name}: {exc}") from exc
 
@@ -164,6 +165,9 @@ class IdentityPayload:
         static_sig: identity signature of ``STATIC_KEY_CONTEXT + noise_static_pub``.
         software_version: free text such as ``"0.1.0"``, 1..SOFTWARE_VERSION_CHARS_MAX.
         protocol_version: wire protocol version, 0..PROTOCOL_VERSION_MAX.
+        signed_certificate: ``certificate`` decoded (``None`` when it is ``None``), so
+            that judging it needs no second decode.  Not verified: pass it to
+            ``crypto.certs.verify``.  Not part of the encoding.
     """
 
     version: int = IDENTITY_PAYLOAD_VERSION
@@ -172,6 +176,9 @@ class IdentityPayload:
     static_sig: bytes
     software_version: str
     protocol_version: int
+    signed_certificate: SignedCertificate | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         error = BindingFormatError
@@ -184,7 +191,8 @@ class IdentityPayload:
             self.identity_pubkey, "identity_pubkey", length=ED25519_KEY_BYTES, error=error
         )
         if self.certificate is not None:
-            _require_certificate(self.certificate, "identity payload certificate")
+            signed = _require_certificate(self.certificate, "identity payload certificate")
+            object.__setattr__(self, "signed_certificate", signed)
         require_bytes(self.static_sig, "static_sig", length=ED25519_SIGNATURE_BYTES, error=error)
         require_str(
             self.software_version,
@@ -242,7 +250,7 @@ def verify_identity_payload(payload_bytes: bytes, remote_noise_static: bytes) ->
     )
     payload = IdentityPayload.decode(payload_bytes)
     message = STATIC_KEY_CONTEXT + remote_noise_static
-    if not ed25519_verify(payload.identity_pubkey, message, payload.static_sig):
+    if not ed25519_verify_cached(payload.identity_pubkey, message, payload.static_sig):
         raise StaticKeySignatureError(
             f"identity key {payload.identity_pubkey.hex()[:16]}… did not sign"
             " the Noise static key of this handshake"

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Collection, Mapping
@@ -161,6 +162,18 @@ def ed25519_verify(pubkey: bytes, message: bytes, signature: bytes) -> bool:
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
         return False
     return True
+
+
+@functools.lru_cache(maxsize=1024)
+def ed25519_verify_cached(pubkey: bytes, message: bytes, signature: bytes) -> bool:
+    """``ed25519_verify``, remembering the answer for the exact same three byte strings.
+
+    Verification is a pure function of its inputs, so this checks exactly what
+    ``ed25519_verify`` checks.  For signatures that recur from handshake to handshake
+    (the CA's over a peer's certificate, a peer's identity key's over its per-process
+    Noise static key); never for a per-session one such as the handshake hash's.
+    """
+    return ed25519_verify(pubkey, message, signature)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,7 +346,7 @@ def verify(
     expected = cluster_id_of(ca_pubkey)
     if cert.cluster_id != expected:
         raise UnknownClusterError(f"{label} is for cluster {cert.cluster_id}, not {expected}")
-    if not ed25519_verify(ca_pubkey, CERT_SIGNATURE_CONTEXT + signed.cert, signed.signature):
+    if not ed25519_verify_cached(ca_pubkey, CERT_SIGNATURE_CONTEXT + signed.cert, signed.signature):
         raise BadSignatureError(
             f"{label}: signature does not verify with cluster {expected}'s CA key"
         )
@@ -397,9 +410,15 @@ def pack_canonical(fields: Mapping[str, object]) -> bytes:
     return cast(bytes, msgpack.packb(dict(sorted(fields.items())), use_bin_type=True))
 
 
+@functools.cache
+def _init_field_names(cls: type) -> tuple[str, ...]:
+    """The names of a dataclass's init fields, in declaration order (computed once)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+
 def encode_record(record: CanonicalRecord, **extra: object) -> bytes:
     """Canonical encoding of a dataclass's init fields, plus ``extra`` keys."""
-    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.init}
+    values = {name: getattr(record, name) for name in _init_field_names(type(record))}
     return pack_canonical({**values, **extra})
 
 
@@ -424,7 +443,7 @@ def build_record(
     cls: type[R], obj: Mapping[object, object], data: bytes, *, what: str, error: type[Exception]
 ) -> R:
     """Construct ``cls`` from exactly its init fields, then insist ``data`` was canonical."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    names = set(_init_field_names(cls))
     unknown = sorted(repr(key) for key in obj if key not in names)
     if unknown:
         raise error(f"{what} has unknown fields {', '.join(unknown[:5])}")

@@ -58,7 +58,9 @@ class KeyPair:
     @classmethod
     def generate(cls) -> KeyPair:
         """Return a fresh X25519 key pair from the operating system's CSPRNG."""
-        return cls.from_private(bytes(nacl.public.PrivateKey.generate()))
+        # One scalar multiplication: PrivateKey already derived the public key.
+        private_key = nacl.public.PrivateKey.generate()
+        return cls(private=bytes(private_key), public=bytes(private_key.public_key))
 
 
 def x25519(private: bytes, public: bytes) -> bytes:

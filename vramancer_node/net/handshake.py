@@ -32,6 +32,7 @@ closes the transport; nothing here retries.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
@@ -83,6 +84,27 @@ class Credentials:
     """Our encoded ``SignedCertificate``; ``None`` until admitted."""
     software_version: str
     protocol_version: int
+
+    # Computed once per instance (``dataclasses.replace`` makes a new one, so a new
+    # certificate gets a new payload); a frozen dataclass without slots has the
+    # ``__dict__`` that ``cached_property`` writes to.  Errors are not cached.
+
+    @functools.cached_property
+    def identity_payload(self) -> bytes:
+        """Our identity payload for Noise messages 2 and 3; constant per instance."""
+        return binding.encode_identity_payload(
+            self.identity.signing_key,
+            noise_static_pub=self.noise_static.public,
+            certificate=self.certificate,
+            software_version=self.software_version,
+            protocol_version=self.protocol_version,
+        )
+
+    @functools.cached_property
+    def node_name(self) -> str:
+        """Our certified name (sent in ``Welcome``); raises if we have no certificate."""
+        signed = SignedCertificate.decode(self.certificate or b"")
+        return signed.unverified_certificate.node_name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,13 +170,7 @@ async def noise_handshake(
     hs = HandshakeState.initialize(
         protocol_name=PROTOCOL_NAME, initiator=initiator, prologue=PROLOGUE, s=creds.noise_static
     )
-    payload = binding.encode_identity_payload(
-        creds.identity.signing_key,
-        noise_static_pub=creds.noise_static.public,
-        certificate=creds.certificate,
-        software_version=creds.software_version,
-        protocol_version=creds.protocol_version,
-    )
+    payload = creds.identity_payload
     io = _HandshakeIO(transport)
     try:
         if initiator:
@@ -223,9 +239,9 @@ async def receive_message(stream: SecureStream) -> binding.AdmissionMessage:
 
 def check_certificate(peer: IdentityPayload, policy: TrustPolicy) -> MembershipCertificate:
     """Verify the peer's certificate and that it was issued to the key it proved."""
-    if peer.certificate is None:
+    signed = peer.signed_certificate  # decoded strictly with the payload
+    if signed is None:
         raise certs.CertificateFormatError("the peer presented no certificate")
-    signed = SignedCertificate.decode(peer.certificate)
     cert = certs.verify(
         signed, policy.ca_pubkey, now=policy.now(), revoked_serials=policy.revoked_serials
     )
@@ -276,8 +292,7 @@ async def exchange_verdicts(
             refusal = refusal_for(exc)
     if refusal is not None:
         raise await _refuse(stream, refusal, what="the peer")
-    own = SignedCertificate.decode(creds.certificate or b"").unverified_certificate
-    await stream.send_control(Welcome(node_name=own.node_name).encode())
+    await stream.send_control(Welcome(node_name=creds.node_name).encode())
     verdict = await receive_message(stream)
     if not isinstance(verdict, Welcome):
         raise HandshakeFailed("malformed", f"expected Welcome, got {type(verdict).__name__}")

@@ -104,7 +104,8 @@ def join(
     import trio
 
     from vramancer_node.cluster import ClusterStateError
-    from vramancer_node.daemon import StartupError, run_daemon
+    from vramancer_node.daemon import run_daemon
+    from vramancer_node.enrolment import StartupError
     from vramancer_node.identity import ensure_state_dir, load_or_create_identity
     from vramancer_node.logs import (
         configure_logging,

@@ -21,49 +21,39 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import asdict as dataclass_to_dict
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from crypto.binding import AdmissionGrant, IdentityPayload, JoinRequest
-from crypto.certs import SignedCertificate, ca_fingerprint
+from crypto.certs import ca_fingerprint
 from crypto.gossip import Keyring
-from crypto.identity import NodeIdentity, node_id_from_public_key
+from crypto.identity import NodeIdentity
 from crypto.noise import KeyPair
-from crypto.tokens import parse_token
-from protocol.errors import RemoteProtocolError
-from protocol.frames import BulkFrame
 from protocol.membership import MemberRecord, MembershipTiming
-from protocol.session import SERVICE_AUDIT
 from vramancer_node import PROTOCOL_VERSION, __version__
 from vramancer_node.api import create_app
 from vramancer_node.apiserver import serve_api
 from vramancer_node.audit import AuditService, kinds
-from vramancer_node.audit.cosign import exchange_checkpoints
+from vramancer_node.auditwiring import AuditWiring
 from vramancer_node.cluster import (
-    FOUNDING_TOKEN_TTL_S,
-    FOUNDING_TOKEN_USES,
     Admin,
     ClusterStore,
     Membership,
 )
 from vramancer_node.config import NodeConfig, parse_hostport
 from vramancer_node.devices import DeviceMonitor, gossip_records
-from vramancer_node.discovery import Discovery, _local_ipv4_addresses, browse
+from vramancer_node.discovery import Discovery, local_ipv4_addresses
+from vramancer_node.enrolment import Enrolment, token_audit_body
 from vramancer_node.layout import API_SOCKET_NAME
 from vramancer_node.logs import get_logger, new_trace_id, node_id_var, trace_id_var
 from vramancer_node.membership import MembershipService
 from vramancer_node.net.handshake import (
-    AuthenticatedPeer,
     Credentials,
     HandshakeFailed,
-    TrustPolicy,
 )
-from vramancer_node.net.securestream import SecureStream
-from vramancer_node.peering import PeerService, join_via, wall_clock
+from vramancer_node.peering import PeerService, wall_clock
 from vramancer_node.statelock import StateLock
 
 log = get_logger("daemon")
@@ -71,29 +61,15 @@ log = get_logger("daemon")
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEVICE_REFRESH_INTERVAL_S = 10.0
 """How often memory and devices are re-probed (changes are gossiped)."""
-DISCOVERY_WAIT_S = 3.0
-"""How long a new node listens for its cluster on mDNS before joining or founding."""
 LEAVE_GRACE_S = 1.0
 """Time the goodbye gossip gets at shutdown."""
-
-
-BULK_KIND_AUDIT = 2
-"""BULK frame kind of an audit checkpoint-exchange message."""
-
-
-def _token_body(info: dict[str, Any]) -> dict[str, Any]:
-    return {"token_id": info["token_id"], "uses": info["uses"], "expires_at": info["expires_at"]}
-
-
-class StartupError(Exception):
-    """The node cannot start; the message tells the operator what to do."""
 
 
 def _print_line(text: str) -> None:
     print(text, flush=True)
 
 
-class Node:
+class Node(Enrolment, AuditWiring):
     """A running node: its identity, configuration and the services it owns."""
 
     def __init__(
@@ -211,170 +187,6 @@ class Node:
                     await self.gossip.leave()
                 services.cancel_scope.cancel()
 
-    # -- membership -----------------------------------------------------------
-
-    def _trust_policy(self) -> TrustPolicy | None:
-        if self.membership is None:
-            return None
-        return TrustPolicy(
-            ca_pubkey=self.membership.ca_pubkey,
-            revoked_serials=self.membership.revoked_serials,
-            now=wall_clock,
-        )
-
-    async def _admit(self, request: JoinRequest, peer: IdentityPayload, h: bytes) -> AdmissionGrant:
-        assert self.admin is not None
-        grant, token_id = self.admin.admit(request, peer, h, wall_clock())
-        self.membership = self.admin.membership
-        cert = SignedCertificate.decode(grant.certificate).unverified_certificate
-        node_id = node_id_from_public_key(peer.identity_pubkey)
-        log.info(
-            "admitted node",
-            extra={
-                "peer_node_id": node_id,
-                "peer_name": request.node_name,
-                "peer_serial": cert.serial,
-            },
-        )
-        if self.audit is not None:  # durable before the grant leaves
-            await self.audit.append(
-                kinds.NODE_ADMITTED,
-                {"node_id": node_id, "node_name": request.node_name, "serial": cert.serial},
-            )
-            await self.audit.append(kinds.TOKEN_USED, {"token_id": token_id, "node_id": node_id})
-        return grant
-
-    def _use_membership(self, membership: Membership) -> None:
-        self.membership = membership
-        self.creds = replace(self.creds, certificate=membership.certificate)
-        self.peers.creds = self.creds
-        ca = self.store.load_ca()
-        self.admin = Admin(self.store, ca, membership) if ca is not None else None
-
-    async def become_member(self) -> None:
-        """Load our membership, or join a cluster (by --peer or mDNS), or found one."""
-        membership = self.store.load()
-        seeds = list(self.config.network.peers)
-        if membership is None and not seeds and self.config.discovery.mdns:
-            seeds = await self._discover_seeds()
-        if membership is None and seeds:
-            membership = await self._join(seeds)
-        elif membership is None:
-            membership = self.store.found(self.identity, self.name, wall_clock())
-            self._use_membership(membership)
-            assert self.admin is not None
-            token, info = self.admin.create_token(
-                wall_clock(), FOUNDING_TOKEN_TTL_S, FOUNDING_TOKEN_USES
-            )
-            log.info("founded cluster", extra={"cluster_id": membership.cluster_id})
-            self._pending_audit += [
-                (
-                    kinds.CLUSTER_FOUNDED,
-                    {"cluster_id": membership.cluster_id, "node_name": self.name},
-                ),
-                (kinds.TOKEN_CREATED, _token_body(info)),
-            ]
-            self._announce(
-                f"Founded cluster {membership.cluster_id}. Join other nodes within the hour "
-                f"(up to {FOUNDING_TOKEN_USES}) with:\n"
-                f"  vramancer-node join --peer <this-host>:<port> --token {token}"
-            )
-        self._use_membership(membership)
-        log.info(
-            "cluster member",
-            extra={
-                "cluster_id": membership.cluster_id,
-                "serial": membership.cert.serial,
-                "roles": list(membership.cert.roles),
-            },
-        )
-
-    async def _discover_seeds(self) -> list[str]:
-        """Before joining: look for a cluster on the LAN with mDNS."""
-        log.info("looking for a cluster with mDNS", extra={"wait_s": DISCOVERY_WAIT_S})
-        found = await browse(
-            node_id=self.identity.node_id,
-            interface=self.config.discovery.mdns_interface,
-            wait_s=DISCOVERY_WAIT_S,
-        )
-        clusters = sorted({node.cluster_id for node in found})
-        if self._token is None:
-            if clusters:
-                raise StartupError(
-                    f"found cluster(s) {', '.join(clusters)} on the LAN: pass --token TOKEN to "
-                    f"join, or --no-mdns to found a new cluster"
-                )
-            return []
-        fingerprint = parse_token(self._token).ca_fingerprint
-        addresses = [
-            a for node in found if node.ca_fingerprint == fingerprint for a in node.addresses
-        ]
-        if not addresses:
-            raise StartupError(
-                f"no node of the token's cluster answered on mDNS within {DISCOVERY_WAIT_S:g} s: "
-                f"pass --peer HOST:PORT"
-            )
-        log.info("found the cluster with mDNS", extra={"addresses": addresses})
-        return addresses
-
-    async def _join(self, seeds: list[str]) -> Membership:
-        if self._token is None:
-            raise StartupError(
-                f"this node is not a member of a cluster yet: pass --token TOKEN "
-                f"(from `vramancer token create` on an admin) to join via "
-                f"{', '.join(seeds)}"
-            )
-        failures = []
-        for address in seeds:
-            try:
-                admission = await join_via(
-                    address,
-                    self.creds,
-                    self._token,
-                    self.name,
-                    self.config.network.connect_timeout_s,
-                )
-            except trio.TooSlowError:
-                failures.append(f"{address}: timed out")
-                continue
-            except HandshakeFailed as exc:
-                failures.append(f"{address}: {exc}")
-                continue
-            except OSError as exc:
-                failures.append(f"{address}: {exc.strerror or exc}")
-                continue
-            self._joined_via = address
-            membership = Membership(
-                ca_pubkey=admission.ca_pubkey,
-                certificate=admission.certificate,
-                gossip_keys=(admission.gossip_key,),
-            )
-            self.store.save(membership)
-            self._pending_audit.append(
-                (
-                    kinds.NODE_ADMITTED,
-                    {
-                        "node_id": self.identity.node_id,
-                        "node_name": self.name,
-                        "serial": admission.serial,
-                    },
-                )
-            )
-            log.info(
-                "admitted to cluster",
-                extra={
-                    "cluster_id": membership.cluster_id,
-                    "serial": admission.serial,
-                    "by_node_id": admission.peer.node_id,
-                    "by_serial": admission.peer.certificate.serial
-                    if admission.peer.certificate
-                    else None,
-                    "by_address": address,
-                },
-            )
-            return membership
-        raise StartupError("could not join the cluster: " + "; ".join(failures))
-
     async def _greet(self, address: str) -> None:
         """Authenticate to a configured peer once (membership takes over later)."""
         try:
@@ -393,7 +205,7 @@ class Node:
         host, _ = parse_hostport(self.config.network.listen)
         _, port = parse_hostport(self.peers.bound[0])
         if host in ("", "0.0.0.0", "::"):
-            host = _local_ipv4_addresses()[0]
+            host = local_ipv4_addresses()[0]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _devices_changed(self, devices: list[Any]) -> None:
@@ -456,46 +268,11 @@ class Node:
                     self.gossip.join(list(node.addresses))
 
     def _gossip_stats(self) -> dict[str, Any] | None:
-        if self.gossip is None:
-            return None
-        return {
-            "dropped": dict(sorted(self.gossip.dropped.items())),
-            "sessions": dict(sorted(self.gossip.sessions.items())),
-            "health_score": self.gossip.core.health_score,
-            "members": len(self.gossip.core.members()),
-        }
+        return self.gossip.stats() if self.gossip is not None else None
 
     def peers_view(self) -> list[dict[str, Any]]:
         """Every member as ``vramancer peers`` shows it (schema vramancer.peers.v1)."""
-        if self.gossip is None:
-            return []
-        local = self.gossip.core.local
-        rtt_ms = dict(local.rtt_ms)
-        rows = []
-        for member in self.gossip.core.members():
-            record = member.record
-            totals = [
-                d.memory_total_bytes for d in record.devices if d.memory_total_bytes is not None
-            ]
-            frees = [d.memory_free_bytes for d in record.devices if d.memory_free_bytes is not None]
-            rtt = rtt_ms.get(record.node_id)
-            rows.append(
-                {
-                    "node_id": record.node_id,
-                    "name": record.name,
-                    "address": record.addresses[0],
-                    "status": member.state.name.lower(),
-                    "roles": list(record.roles),
-                    "devices": [dataclass_to_dict(d) for d in record.devices],
-                    "memory_free_bytes": sum(frees) if frees else None,
-                    "memory_total_bytes": sum(totals) if totals else None,
-                    "rtt_s": None if rtt is None else rtt / 1000.0,
-                    "version": record.software_version,
-                    "incarnation": record.incarnation,
-                    "local": record.node_id == local.node_id,
-                }
-            )
-        return sorted(rows, key=lambda row: (not row["local"], row["name"] or "", row["node_id"]))
+        return self.gossip.peers_view() if self.gossip is not None else []
 
     # -- API ------------------------------------------------------------------
 
@@ -508,80 +285,8 @@ class Node:
         text, info = self.admin.create_token(wall_clock(), ttl_s, uses)
         log.info("join token created", extra=info)
         if self.audit is not None:
-            await self.audit.append(kinds.TOKEN_CREATED, _token_body(info))
+            await self.audit.append(kinds.TOKEN_CREATED, token_audit_body(info))
         return text, info
-
-    # -- audit ----------------------------------------------------------------
-
-    async def _start_audit(self, nursery: trio.Nursery) -> None:
-        assert self.membership is not None
-        self.audit = AuditService(self.state_dir, self.identity, self.membership.cluster_id)
-        await nursery.start(self.audit.run)
-        self.peers.on_refused = self.audit.note_refused_handshake
-        self.peers.register(SERVICE_AUDIT, self._serve_audit_session)
-        for kind, body in self._pending_audit:
-            await self.audit.append(kind, body)
-        self._pending_audit.clear()
-
-    async def _exchange_checkpoints(self, peer: AuthenticatedPeer, secure: SecureStream) -> None:
-        assert self.audit is not None
-
-        async def send(message: bytes) -> None:
-            await secure.send_bulk(BULK_KIND_AUDIT, b"", message)
-
-        async def receive() -> bytes:
-            frame = await secure.receive_frame()
-            if not isinstance(frame, BulkFrame) or frame.kind != BULK_KIND_AUDIT:
-                raise RemoteProtocolError(
-                    f"expected an audit BULK frame, got {type(frame).__name__}"
-                )
-            return bytes(frame.body)
-
-        result = await exchange_checkpoints(
-            send, receive, self.audit, peer.node_id, peer.public_key
-        )
-        log.info(
-            "exchanged audit checkpoints",
-            extra={
-                "peer_node_id": peer.node_id,
-                "our_size": result.our_size,
-                "our_cosigned": result.our_cosigned,
-                "peer_size": result.peer_size,
-                "peer_cosigned": result.peer_cosigned,
-                "refusal": result.our_refusal or result.peer_refusal,
-            },
-        )
-
-    async def _serve_audit_session(
-        self, peer: AuthenticatedPeer, secure: SecureStream, body: bytes
-    ) -> None:
-        await self._exchange_checkpoints(peer, secure)
-
-    async def _cosign_loop(self) -> None:
-        """Exchange and cosign checkpoints with every live member, periodically."""
-        assert self.gossip is not None
-        while True:
-            await trio.sleep(self.config.audit.cosign_interval_s)
-            for member in self.gossip.core.members():
-                if member.record.node_id == self.identity.node_id or member.state.name != "ALIVE":
-                    continue
-                try:
-                    async with self.peers.open_session(
-                        member.record.addresses[0], SERVICE_AUDIT
-                    ) as (peer, secure):
-                        await self._exchange_checkpoints(peer, secure)
-                except (
-                    HandshakeFailed,
-                    RemoteProtocolError,
-                    OSError,
-                    trio.TooSlowError,
-                    trio.BrokenResourceError,
-                    trio.ClosedResourceError,
-                ) as exc:
-                    log.warning(
-                        "checkpoint exchange failed",
-                        extra={"peer_node_id": member.record.node_id, "detail": str(exc)},
-                    )
 
     async def _serve_api(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED

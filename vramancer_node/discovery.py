@@ -136,7 +136,7 @@ class Discovery:
         browser = None
         try:
             if self.cluster_id is not None:
-                addresses = [self.interface] if self.interface else _local_ipv4_addresses()
+                addresses = [self.interface] if self.interface else local_ipv4_addresses()
                 info = self._service_info(addresses)
                 await trio.to_thread.run_sync(zc.register_service, info)
             browser = ServiceBrowser(zc, SERVICE_TYPE, handlers=[self._on_service_state_change])
@@ -194,7 +194,7 @@ class Discovery:
                 trio.from_thread.run_sync(self._send.send_nowait, node, trio_token=self._token)
 
 
-def _local_ipv4_addresses() -> list[str]:
+def local_ipv4_addresses() -> list[str]:
     """This host's non-loopback IPv4 addresses (read from the interfaces, nothing sent)."""
     found = []
     for adapter in ifaddr.get_adapters():

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -398,3 +399,44 @@ class MembershipService:
                 log.info("member left", extra={"member": event.node_id})
             elif isinstance(event, MemberUpdated):
                 log.debug("member updated", extra={"member": event.record.node_id})
+
+    # -- views for the API ----------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``vramancer status``: drops by reason, sessions, health."""
+        return {
+            "dropped": dict(sorted(self.dropped.items())),
+            "sessions": dict(sorted(self.sessions.items())),
+            "health_score": self.core.health_score,
+            "members": len(self.core.members()),
+        }
+
+    def peers_view(self) -> list[dict[str, Any]]:
+        """Every member as ``vramancer peers`` shows it (schema vramancer.peers.v1)."""
+        local = self.core.local
+        rtt_ms = dict(local.rtt_ms)
+        rows = []
+        for member in self.core.members():
+            record = member.record
+            totals = [
+                d.memory_total_bytes for d in record.devices if d.memory_total_bytes is not None
+            ]
+            frees = [d.memory_free_bytes for d in record.devices if d.memory_free_bytes is not None]
+            rtt = rtt_ms.get(record.node_id)
+            rows.append(
+                {
+                    "node_id": record.node_id,
+                    "name": record.name,
+                    "address": record.addresses[0],
+                    "status": member.state.name.lower(),
+                    "roles": list(record.roles),
+                    "devices": [dataclasses.asdict(d) for d in record.devices],
+                    "memory_free_bytes": sum(frees) if frees else None,
+                    "memory_total_bytes": sum(totals) if totals else None,
+                    "rtt_s": None if rtt is None else rtt / 1000.0,
+                    "version": record.software_version,
+                    "incarnation": record.incarnation,
+                    "local": record.node_id == local.node_id,
+                }
+            )
+        return sorted(rows, key=lambda row: (not row["local"], row["name"] or "", row["node_id"]))

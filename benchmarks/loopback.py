@@ -199,8 +199,8 @@ async def _receive_tcp(stream: trio.SocketStream) -> Window:
 
 async def _secure_responder(stream: trio.SocketStream) -> SecureStream:
     creds, policy = bench_credentials("receiver", serial=2)
-    secure, peer, h = await noise_handshake(stream, creds, initiator=False)
-    await exchange_verdicts(secure, peer, h, creds, policy)
+    secure, peer, h = await noise_handshake(stream, creds, initiator=False, await_auth=False)
+    await exchange_verdicts(secure, peer, h, creds, policy, auth_pending=True)
     return secure
 
 
@@ -309,8 +309,8 @@ async def _send_tcp(port: int, total_bytes: int, _bulk_bytes: int) -> Window:
 
 async def _secure_initiator(stream: trio.SocketStream) -> SecureStream:
     creds, policy = bench_credentials("sender", serial=1)
-    secure, peer, h = await noise_handshake(stream, creds, initiator=True)
-    await exchange_verdicts(secure, peer, h, creds, policy)
+    secure, peer, h = await noise_handshake(stream, creds, initiator=True, await_auth=False)
+    await exchange_verdicts(secure, peer, h, creds, policy, auth_pending=True)
     return secure
 
 
@@ -362,8 +362,10 @@ async def handshake_workers(port: int, concurrency: int, seconds: float) -> dict
         while trio.current_time() < deadline:
             try:
                 async with await trio.open_tcp_stream(HOST, port) as stream:
-                    secure, peer, h = await noise_handshake(stream, creds, initiator=True)
-                    await exchange_verdicts(secure, peer, h, creds, policy)
+                    secure, peer, h = await noise_handshake(
+                        stream, creds, initiator=True, await_auth=False
+                    )
+                    await exchange_verdicts(secure, peer, h, creds, policy, auth_pending=True)
                     await secure.aclose()
                 counts["ok"] += 1
             except CONNECTION_ERRORS:

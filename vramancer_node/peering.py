@@ -159,8 +159,12 @@ class PeerService:
         policy = self._policy()
         if policy is None:
             raise HandshakeFailed("not_member", "this node has not joined a cluster yet")
-        secure, payload, h = await noise_handshake(stream, self.creds, initiator=False)
-        peer = await respond(secure, payload, h, self.creds, policy, self._admitter())
+        secure, payload, h = await noise_handshake(
+            stream, self.creds, initiator=False, await_auth=False
+        )
+        peer = await respond(
+            secure, payload, h, self.creds, policy, self._admitter(), auth_pending=True
+        )
         return peer, secure, payload.certificate is None
 
     async def _serve_session(
@@ -210,8 +214,12 @@ class PeerService:
             stream = await trio.open_tcp_stream(host, port)
         try:
             with trio.fail_after(self.timeout_s):
-                secure, payload, h = await noise_handshake(stream, self.creds, initiator=True)
-                peer = await exchange_verdicts(secure, payload, h, self.creds, policy)
+                secure, payload, h = await noise_handshake(
+                    stream, self.creds, initiator=True, await_auth=False
+                )
+                peer = await exchange_verdicts(
+                    secure, payload, h, self.creds, policy, auth_pending=True
+                )
                 if service != SERVICE_HELLO:
                     await secure.send_control(encode_session_open(service, body))
             self._count("ok")

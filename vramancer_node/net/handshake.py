@@ -164,9 +164,14 @@ class _HandshakeIO:
 
 
 async def noise_handshake(
-    transport: trio.abc.Stream, creds: Credentials, *, initiator: bool
+    transport: trio.abc.Stream, creds: Credentials, *, initiator: bool, await_auth: bool = True
 ) -> tuple[SecureStream, IdentityPayload, bytes]:
-    """Run Noise XX and the challenge-response; return stream, peer payload and ``h``."""
+    """Run Noise XX and send our challenge-response; return stream, peer payload and ``h``.
+
+    With ``await_auth=False`` the peer's ``Auth`` is left unread: the caller must pass
+    ``auth_pending=True`` to :func:`exchange_verdicts` or :func:`respond`, which read
+    and verify it after sending their own verdict — one round trip fewer.
+    """
     hs = HandshakeState.initialize(
         protocol_name=PROTOCOL_NAME, initiator=initiator, prologue=PROLOGUE, s=creds.noise_static
     )
@@ -202,6 +207,13 @@ async def noise_handshake(
     await stream.send_control(
         Auth(signature=binding.sign_handshake_hash(creds.identity.signing_key, h)).encode()
     )
+    if await_auth:
+        await receive_auth(stream, peer, h)
+    return stream, peer, h
+
+
+async def receive_auth(stream: SecureStream, peer: IdentityPayload, h: bytes) -> None:
+    """Read the peer's ``Auth`` and check its signature over this session's ``h``."""
     auth = await receive_message(stream)
     if not isinstance(auth, Auth):
         raise HandshakeFailed("malformed", f"expected Auth, got {type(auth).__name__}")
@@ -209,7 +221,6 @@ async def noise_handshake(
         binding.verify_handshake_signature(peer.identity_pubkey, h, auth.signature)
     except BindingError as exc:
         raise HandshakeFailed("bad_signature", f"challenge-response failed: {exc}") from exc
-    return stream, peer, h
 
 
 async def receive_message(stream: SecureStream) -> binding.AdmissionMessage:
@@ -280,9 +291,20 @@ def _peer(
 
 
 async def exchange_verdicts(
-    stream: SecureStream, peer: IdentityPayload, h: bytes, creds: Credentials, policy: TrustPolicy
+    stream: SecureStream,
+    peer: IdentityPayload,
+    h: bytes,
+    creds: Credentials,
+    policy: TrustPolicy,
+    *,
+    auth_pending: bool = False,
 ) -> AuthenticatedPeer:
-    """Member to member: judge each other's certificate, send and read the verdicts."""
+    """Member to member: judge each other's certificate, send and read the verdicts.
+
+    With ``auth_pending`` the peer's ``Auth`` is read here: after our ``Welcome`` went
+    out (it reveals nothing the certificate did not), but before we read its verdict
+    or refuse it — a refusal is only ever sent to a peer that proved its key.
+    """
     refusal = _version_error(peer, creds)
     cert = None
     if refusal is None:
@@ -291,8 +313,12 @@ async def exchange_verdicts(
         except CertificateError as exc:
             refusal = refusal_for(exc)
     if refusal is not None:
+        if auth_pending:
+            await receive_auth(stream, peer, h)
         raise await _refuse(stream, refusal, what="the peer")
     await stream.send_control(Welcome(node_name=creds.node_name).encode())
+    if auth_pending:
+        await receive_auth(stream, peer, h)
     verdict = await receive_message(stream)
     if not isinstance(verdict, Welcome):
         raise HandshakeFailed("malformed", f"expected Welcome, got {type(verdict).__name__}")
@@ -313,10 +339,14 @@ async def respond(
     creds: Credentials,
     policy: TrustPolicy,
     admitter: Admitter | None,
+    *,
+    auth_pending: bool = False,
 ) -> AuthenticatedPeer:
     """The responder's side after :func:`noise_handshake`: a member, or a joiner."""
     if peer.certificate is not None:
-        return await exchange_verdicts(stream, peer, h, creds, policy)
+        return await exchange_verdicts(stream, peer, h, creds, policy, auth_pending=auth_pending)
+    if auth_pending:
+        await receive_auth(stream, peer, h)
     request = await receive_message(stream)
     if not isinstance(request, JoinRequest):
         raise await _refuse(

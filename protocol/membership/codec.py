@@ -63,13 +63,16 @@ from protocol.membership.messages import (
     Suspect,
 )
 from protocol.membership.record import (
-    COUNTER_MAX,
-    NODE_ID_CHARS_MAX,
     DeviceInfo,
     MemberRecord,
     check_address,
 )
 from protocol.membership.state import MemberState
+from protocol.wire import array as _array
+from protocol.wire import boolean as _bool
+from protocol.wire import fail as _fail
+from protocol.wire import node_id as _node_id
+from protocol.wire import uint as _int
 
 CODEC_VERSION = 1
 """First byte of every message; bump on any incompatible change."""
@@ -203,39 +206,6 @@ def decode(data: bytes) -> Message:
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
         raise RemoteProtocolError(f"malformed msgpack in membership message: {exc}") from exc
     return _message_from_wire(wire)
-
-
-def _fail(where: str, expected: str, value: object) -> RemoteProtocolError:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return RemoteProtocolError(f"{where}: expected {expected}, got {shown}")
-
-
-def _array(value: object, where: str, length: int | None = None) -> tuple[Any, ...]:
-    if not isinstance(value, tuple):
-        raise _fail(where, "an array", value)
-    if length is not None and len(value) != length:
-        raise _fail(where, f"an array of {length} items", value)
-    return value
-
-
-def _int(value: object, where: str, high: int = COUNTER_MAX) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-        raise _fail(where, f"an int in [0, {high}]", value)
-    return value
-
-
-def _bool(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(where, "a bool", value)
-    return value
-
-
-def _node_id(value: object, where: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= NODE_ID_CHARS_MAX:
-        raise _fail(where, f"a node id of 1 to {NODE_ID_CHARS_MAX} chars", value)
-    return value
 
 
 def _address(value: object, where: str) -> str:

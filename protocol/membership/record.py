@@ -30,8 +30,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-NODE_ID_CHARS_MAX = 64
-"""Node ids are 26 base32 characters today; leave room for other schemes."""
+from protocol.wire import COUNTER_MAX, NODE_ID_CHARS_MAX
+
 ADDRESSES_MAX = 4
 ADDRESS_CHARS_MAX = 64
 """``host:port``; a bracketed IPv6 address with port fits."""
@@ -44,8 +44,6 @@ DEVICES_MAX = 16
 DEVICE_NAME_CHARS_MAX = 64
 PEER_VALUES_MAX = 16
 """Entries in ``rtt_ms`` and ``bandwidth_bytes_per_s`` each."""
-COUNTER_MAX = 2**63 - 1
-"""Largest incarnation, version or byte count (msgpack int64)."""
 PROTOCOL_VERSION_MAX = 65_535
 HEALTH_MAX = 63
 """Largest awareness score (``awareness_max_multiplier`` is at most 64)."""

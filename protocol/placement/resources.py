@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from protocol.membership.record import DEVICE_KINDS, NODE_ID_CHARS_MAX
+from protocol.membership.record import DEVICE_KINDS
+from protocol.wire import NODE_ID_CHARS_MAX
 
 DEFAULT_RTT_S = 0.010
 """RTT assumed for an unmeasured pair: 10 ms, a congested or wireless LAN."""

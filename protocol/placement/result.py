@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from protocol.membership.record import NODE_ID_CHARS_MAX
+from protocol.wire import NODE_ID_CHARS_MAX
 
 PlacementMethod = Literal["exact", "heuristic", "previous"]
 """How a placement was chosen: the exact search, the heuristic, or hysteresis kept

@@ -44,7 +44,6 @@ from typing import Any
 import msgpack
 
 from protocol.errors import RemoteProtocolError
-from protocol.membership.record import COUNTER_MAX, NODE_ID_CHARS_MAX
 from protocol.raft.conf import ConfChange, ConfState
 from protocol.raft.entries import Entry, EntryKind, HardState, Snapshot
 from protocol.raft.messages import (
@@ -60,6 +59,12 @@ from protocol.raft.messages import (
     VoteResponse,
     check_message,
 )
+from protocol.wire import NODE_ID_CHARS_MAX
+from protocol.wire import array as _array
+from protocol.wire import boolean as _bool
+from protocol.wire import fail as _fail
+from protocol.wire import node_id as _node_id
+from protocol.wire import uint as _int
 
 CODEC_VERSION = 1
 """First byte of every encoding; bump on any incompatible change."""
@@ -171,42 +176,9 @@ def _unpack(data: bytes, what: str) -> object:
         raise RemoteProtocolError(f"malformed msgpack in Raft {what}: {exc}") from exc
 
 
-def _fail(where: str, expected: str, value: object) -> RemoteProtocolError:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return RemoteProtocolError(f"{where}: expected {expected}, got {shown}")
-
-
-def _array(value: object, where: str, length: int | None = None) -> tuple[Any, ...]:
-    if not isinstance(value, tuple):
-        raise _fail(where, "an array", value)
-    if length is not None and len(value) != length:
-        raise _fail(where, f"an array of {length} items", value)
-    return value
-
-
-def _int(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= COUNTER_MAX:
-        raise _fail(where, f"an int in [0, {COUNTER_MAX}]", value)
-    return value
-
-
-def _bool(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(where, "a bool", value)
-    return value
-
-
 def _bytes(value: object, where: str) -> bytes:
     if not isinstance(value, bytes):
         raise _fail(where, "bin", value)
-    return value
-
-
-def _node_id(value: object, where: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= NODE_ID_CHARS_MAX:
-        raise _fail(where, f"a node id of 1 to {NODE_ID_CHARS_MAX} chars", value)
     return value
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import msgpack
 
 from protocol.errors import RemoteProtocolError
-from protocol.membership.record import NODE_ID_CHARS_MAX
+from protocol.wire import NODE_ID_CHARS_MAX
 
 CONF_CHANGE_DATA_BYTES_MAX = 2 + NODE_ID_CHARS_MAX * 4 + 8
 """Upper bound of an encoded conf change (array header, kind, utf-8 node id)."""

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.errors import RemoteProtocolError
-from protocol.membership.record import COUNTER_MAX, NODE_ID_CHARS_MAX
 from protocol.raft.codec import (
     CODEC_VERSION,
     decode,
@@ -37,6 +36,7 @@ from protocol.raft.messages import (
     TimeoutNow,
     VoteResponse,
 )
+from protocol.wire import COUNTER_MAX, NODE_ID_CHARS_MAX
 
 PROPERTY = settings(max_examples=200, derandomize=True, deadline=None)
 

@@ -6,33 +6,20 @@ A mixin of :class:`vramancer_node.daemon.Node`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
 import trio
 
-from crypto.identity import NodeIdentity
 from protocol.errors import RemoteProtocolError
 from protocol.frames import BulkFrame
 from protocol.session import SERVICE_AUDIT
 from vramancer_node.audit import AuditService
 from vramancer_node.audit.cosign import exchange_checkpoints
-from vramancer_node.cluster import (
-    Admin,
-    ClusterStore,
-    Membership,
-)
-from vramancer_node.config import NodeConfig
 from vramancer_node.logs import get_logger
-from vramancer_node.membership import MembershipService
 from vramancer_node.net.handshake import (
     AuthenticatedPeer,
-    Credentials,
     HandshakeFailed,
 )
 from vramancer_node.net.securestream import SecureStream
-from vramancer_node.peering import PeerService
+from vramancer_node.nodeparts import NodeParts
 
 log = get_logger("daemon")
 
@@ -40,24 +27,8 @@ BULK_KIND_AUDIT = 2
 """BULK frame kind of an audit checkpoint-exchange message."""
 
 
-class AuditWiring:
+class AuditWiring(NodeParts):
     """Audit duties of a node (mixed into ``Node``)."""
-
-    config: NodeConfig
-    state_dir: Path
-    identity: NodeIdentity
-    name: str
-    store: ClusterStore
-    membership: Membership | None
-    admin: Admin | None
-    audit: AuditService | None
-    gossip: MembershipService | None
-    creds: Credentials
-    peers: PeerService
-    _token: str | None
-    _announce: Callable[[str], None]
-    _pending_audit: list[tuple[str, dict[str, Any]]]
-    _joined_via: str | None
 
     async def _start_audit(self, nursery: trio.Nursery) -> None:
         assert self.membership is not None

@@ -7,7 +7,6 @@ about the lifecycle of services.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -15,26 +14,23 @@ import trio
 
 from crypto.binding import AdmissionGrant, IdentityPayload, JoinRequest
 from crypto.certs import SignedCertificate
-from crypto.identity import NodeIdentity, node_id_from_public_key
+from crypto.identity import node_id_from_public_key
 from crypto.tokens import parse_token
-from vramancer_node.audit import AuditService, kinds
+from vramancer_node.audit import kinds
 from vramancer_node.cluster import (
     FOUNDING_TOKEN_TTL_S,
     FOUNDING_TOKEN_USES,
     Admin,
-    ClusterStore,
     Membership,
 )
-from vramancer_node.config import NodeConfig
 from vramancer_node.discovery import browse
 from vramancer_node.logs import get_logger
-from vramancer_node.membership import MembershipService
 from vramancer_node.net.handshake import (
-    Credentials,
     HandshakeFailed,
     TrustPolicy,
 )
-from vramancer_node.peering import PeerService, join_via, wall_clock
+from vramancer_node.nodeparts import NodeParts
+from vramancer_node.peering import join_via, wall_clock
 
 log = get_logger("daemon")
 
@@ -50,23 +46,8 @@ def token_audit_body(info: dict[str, Any]) -> dict[str, Any]:
     return {"token_id": info["token_id"], "uses": info["uses"], "expires_at": info["expires_at"]}
 
 
-class Enrolment:
+class Enrolment(NodeParts):
     """Cluster membership of a node (mixed into ``Node``)."""
-
-    config: NodeConfig
-    identity: NodeIdentity
-    name: str
-    store: ClusterStore
-    membership: Membership | None
-    admin: Admin | None
-    audit: AuditService | None
-    gossip: MembershipService | None
-    creds: Credentials
-    peers: PeerService
-    _token: str | None
-    _announce: Callable[[str], None]
-    _pending_audit: list[tuple[str, dict[str, Any]]]
-    _joined_via: str | None
 
     def _trust_policy(self) -> TrustPolicy | None:
         if self.membership is None:

@@ -1,0 +1,41 @@
+"""The attributes a running ``Node`` holds, declared once for its mixins.
+
+``Node`` (:mod:`vramancer_node.daemon`) is assembled from mixins — enrolment, audit
+wiring — that all read and write the same state.  They inherit this class so the type
+checker knows that state; only ``Node.__init__`` assigns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crypto.identity import NodeIdentity
+    from vramancer_node.audit import AuditService
+    from vramancer_node.cluster import Admin, ClusterStore, Membership
+    from vramancer_node.config import NodeConfig
+    from vramancer_node.membership import MembershipService
+    from vramancer_node.net.handshake import Credentials
+    from vramancer_node.peering import PeerService
+
+
+class NodeParts:
+    """State shared by ``Node`` and its mixins (annotations only)."""
+
+    config: NodeConfig
+    state_dir: Path
+    identity: NodeIdentity
+    name: str
+    store: ClusterStore
+    membership: Membership | None
+    admin: Admin | None
+    audit: AuditService | None
+    gossip: MembershipService | None
+    creds: Credentials
+    peers: PeerService
+    _token: str | None
+    _announce: Callable[[str], None]
+    _pending_audit: list[tuple[str, dict[str, Any]]]
+    _joined_via: str | None

@@ -7,6 +7,7 @@ Commands: ``join`` (run the node in the foreground), ``identity show|init``,
 from __future__ import annotations
 
 import base64
+import functools
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -116,6 +117,7 @@ def join(
     )
     from vramancer_node.statelock import StateLockedError
 
+    notifier = _systemd_notifier()
     config = _load_config(
         config_file,
         {
@@ -148,11 +150,26 @@ def join(
         except TokenError as exc:
             fail(f"--token: {exc}")
     try:
-        trio.run(run_daemon, config, identity, state, token)
+        trio.run(functools.partial(run_daemon, notifier=notifier), config, identity, state, token)
     except (StateLockedError, StartupError, ClusterStateError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted")
+
+
+def _systemd_notifier() -> Any:
+    """The sd_notify channel systemd passed (Type=notify), else the no-op one."""
+    import os
+
+    from vramancer_node.sdnotify import ENV_NAMES, NO_NOTIFY, NotifyConfigError, SdNotifier
+
+    try:
+        notifier = SdNotifier.from_environ(os.environ)
+    except NotifyConfigError as exc:
+        fail(str(exc))
+    for name in ENV_NAMES:  # like sd_notify(unset_environment=1): not for our children
+        os.environ.pop(name, None)
+    return notifier if notifier is not None else NO_NOTIFY
 
 
 @identity_app.command("show")

@@ -38,6 +38,11 @@ setup() {
     python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
     # iproute2 for the network-namespace tests (only where we may install: root/sudo)
     if [ "$(id -u)" -eq 0 ] && ! command -v ip >/dev/null 2>&1; then apt_install iproute2; fi
+    # systemd-analyze and lintian for the packaging tests (tests/packaging), same rule
+    if [ "$(id -u)" -eq 0 ]; then
+      command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+      command -v lintian >/dev/null 2>&1 || apt_install lintian
+    fi
   fi
   if [ ! -x "$PY" ]; then
     say "creating $VENV"

@@ -54,6 +54,7 @@ from vramancer_node.net.handshake import (
     HandshakeFailed,
 )
 from vramancer_node.peering import PeerService, wall_clock
+from vramancer_node.sdnotify import NO_NOTIFY, Notifier
 from vramancer_node.statelock import StateLock
 
 log = get_logger("daemon")
@@ -80,8 +81,10 @@ class Node(Enrolment, AuditWiring):
         *,
         token: str | None = None,
         announce: Callable[[str], None] = _print_line,
+        notifier: Notifier = NO_NOTIFY,
     ) -> None:
         self.config = config
+        self.notifier = notifier
         self.identity = identity
         self.state_dir = Path(state_dir)
         self.name = config.node.name or socket.gethostname()
@@ -177,12 +180,15 @@ class Node(Enrolment, AuditWiring):
                     "node running",
                     extra={"node_name": self.name, "api_socket": str(self.api_socket_path)},
                 )
+                self.notifier.ready(f"running: node {self.name} ({self.identity.node_id})")
+                services.start_soon(self.notifier.watchdog, lambda: self.ready)
                 task_status.started()
                 for address in self.config.network.peers:
                     services.start_soon(self._greet, address)
                 await self.shutdown_requested.wait()
                 self.state = "stopping"
                 log.info("node stopping")
+                self.notifier.stopping("stopping: leaving the cluster")
                 with trio.move_on_after(LEAVE_GRACE_S):
                     await self.gossip.leave()
                 services.cancel_scope.cancel()
@@ -311,16 +317,21 @@ async def _watch_signals(node: Node, signals: Any, cancel_scope: trio.CancelScop
 
 
 async def run_daemon(
-    config: NodeConfig, identity: NodeIdentity, state_dir: Path, token: str | None = None
+    config: NodeConfig,
+    identity: NodeIdentity,
+    state_dir: Path,
+    token: str | None = None,
+    *,
+    notifier: Notifier = NO_NOTIFY,
 ) -> None:
-    """Run a node in the foreground until SIGINT or SIGTERM."""
+    """Run a node in the foreground until SIGINT or SIGTERM (``notifier``: systemd)."""
     node_id_var.set(identity.node_id)
     if trace_id_var.get() == "-":  # the CLI normally set the run's trace id already
         trace_id_var.set(new_trace_id())
     lock = StateLock(state_dir)
     lock.acquire()
     try:
-        node = Node(config, identity, state_dir, token=token)
+        node = Node(config, identity, state_dir, token=token, notifier=notifier)
         # Outside any nursery, so a StartupError reaches the CLI unwrapped.
         await node.become_member()
         # Handlers go in before any service starts, so no signal is ever missed.

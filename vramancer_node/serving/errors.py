@@ -6,6 +6,7 @@
     ├── TokenizerError          the checkpoint's tokenizer files are unusable
     ├── ChatTemplateError       the chat template does not compile or fails to render
     ├── UnencodableTextError    text the byte-level fallback cannot map into the vocabulary
+    ├── GenerationError         the model could not run (checkpoint, pipeline, runtime)
     └── RequestError            a client request is wrong (HTTP 400/404 in OpenAI's shape)
         └── ModelNotFoundError  the request names a model this node does not serve
 
@@ -24,6 +25,12 @@ class TokenizerError(Exception):
 class ChatTemplateError(Exception):
     """A chat template does not compile, raised ``raise_exception``, or broke the
     sandbox's rules while rendering."""
+
+
+class GenerationError(Exception):
+    """A generation failed on the server's side: an unusable checkpoint, a pipeline
+    stage that refused or died.  A :class:`TextGenerator` translates its own errors
+    into this one (``raise GenerationError(...) from exc``) so the API maps one type."""
 
 
 class RequestError(Exception):

@@ -100,6 +100,9 @@ def join(
     log_format: str | None = typer.Option(None, "--log-format", help="text, json or auto."),
     log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning..."),
     passphrase_file: Path | None = PASSPHRASE_OPTION,
+    model_dir: list[Path] | None = typer.Option(
+        None, "--model-dir", help="A checkpoint directory to serve (repeatable; runtime.models)."
+    ),
 ) -> None:
     """Run the node in the foreground until SIGINT or SIGTERM."""
     import trio
@@ -129,6 +132,7 @@ def join(
             "discovery.mdns_interface": mdns_interface,
             "logging.format": log_format,
             "logging.level": log_level,
+            "runtime.models": [str(p.resolve()) for p in model_dir] if model_dir else None,
         },
     )
     state = resolve_state_dir(state_dir)

@@ -12,6 +12,11 @@ Endpoints
 ``GET /readyz``     readiness: 200 once every service has started, else 503.
 ``POST /v1/tokens`` a join token ``{"ttl_s": int, "uses": int}`` (admin nodes only).
 ``GET /v1/cluster/peers``  every member this node knows, with its state and devices.
+``GET /v1/cluster/clock``  each live member's clock offset and versions
+(:mod:`vramancer_node.clockskew`; ``vramancer-node doctor`` reads it).
+``/v1/consensus``, ``/v1/placement``, ``/v1/revocations``  consensus
+(:mod:`vramancer_node.consensus.routes`).
+``POST /v1/generate``, ``/v1/pipeline/*``  the pipeline (:mod:`vramancer_node.pipeline.routes`).
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vramancer_node.audit.routes import audit_routes
+from vramancer_node.clockskew import clock_routes
 from vramancer_node.cluster import TOKEN_TTL_S_DEFAULT, TOKEN_USES_DEFAULT
+from vramancer_node.consensus.routes import consensus_routes
 from vramancer_node.logs import new_trace_id, trace_id_var
+from vramancer_node.pipeline.routes import pipeline_routes
 
 if TYPE_CHECKING:
     from vramancer_node.daemon import Node
@@ -87,7 +95,10 @@ def create_app(node: Node) -> Starlette:
         routes=[
             Route("/v1/status", status),
             Route("/v1/cluster/peers", peers),
+            *clock_routes(lambda: node),
             *audit_routes(lambda: node.audit),
+            *consensus_routes(node),
+            *pipeline_routes(node),
             Route("/v1/tokens", create_token, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -195,6 +195,92 @@ class AuditSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConsensusSection:
+    """Raft timing and voter selection.  Defaults are etcd's (100 ms ticks, 10-tick
+    elections) and Consul autopilot's (10 s stabilisation, 5 voters)."""
+
+    tick_interval_s: float = setting(
+        0.1,
+        "Period of the Raft logical clock; every Raft timeout is a whole number of ticks.",
+        unit="s",
+        min=0.01,
+        max=10,
+    )
+    election_ticks: int = setting(
+        10,
+        "Election timeout in ticks (drawn in [n, 2n)); a leader is replaced after about"
+        " election_ticks * tick_interval_s to twice that.",
+        min=3,
+        max=1000,
+    )
+    heartbeat_ticks: int = setting(
+        1, "Leader heartbeat period in ticks; below election_ticks.", min=1, max=500
+    )
+    max_voters: int = setting(
+        5,
+        "Most members that vote (an odd number); every other member is a learner.",
+        min=1,
+        max=9,
+    )
+    stabilisation_s: float = setting(
+        10.0,
+        "How long a member must have been alive (gossip) before it may become a voter.",
+        unit="s",
+        min=0,
+        max=3600,
+    )
+    proposal_timeout_s: float = setting(
+        10.0,
+        "Longest wait for a proposal (admission, revocation, placement) to commit.",
+        unit="s",
+        min=0.5,
+        max=600,
+    )
+
+
+RUNTIME_DTYPES = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeSection:
+    """Models this node serves and how it runs its pipeline stages."""
+
+    models: tuple[str, ...] = setting(
+        (), "Checkpoint directories this node serves; a model's id is its directory name."
+    )
+    dtype: str = setting("fp32", "Dtype the stages compute in.", choices=RUNTIME_DTYPES)
+    device: str = setting(
+        "auto", "Device of the stages: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps."
+    )
+    context_tokens: int = setting(
+        2048,
+        "KV cache positions reserved per session (prompt plus generated tokens); at most"
+        " the model's max_position_embeddings.",
+        unit="tokens",
+        min=1,
+        max=1 << 24,
+    )
+    prefill_chunk_tokens: int = setting(
+        512, "Prompt tokens sent through the pipeline per chunk.", unit="tokens", min=1, max=65536
+    )
+    sessions_max: int = setting(
+        8, "Sessions holding a KV cache on one stage; more evict the least recently used.",
+        min=1, max=4096,
+    )  # fmt: skip
+    session_idle_timeout_s: float = setting(
+        300.0, "A stage session idle this long is closed.", unit="s", min=1, max=86400
+    )
+    step_timeout_s: float = setting(
+        600.0,
+        "Longest a driver waits for one token (the first one includes loading every stage).",
+        unit="s",
+        min=1,
+        max=86400,
+    )
+    threads: int = setting(0, "Torch CPU threads; 0: torch's default.", min=0, max=1024)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ApiSection:
     shutdown_grace_s: float = setting(
         5.0, "Time in-flight API requests get to finish at shutdown.", unit="s", min=0, max=300
@@ -221,6 +307,8 @@ class NodeConfig:
     discovery: DiscoverySection = field(default_factory=DiscoverySection)
     membership: MembershipSection = field(default_factory=MembershipSection)
     audit: AuditSection = field(default_factory=AuditSection)
+    consensus: ConsensusSection = field(default_factory=ConsensusSection)
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
     api: ApiSection = field(default_factory=ApiSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
 
@@ -237,6 +325,9 @@ def _preset_overrides(preset: str) -> dict[str, Any]:
             "membership.gossip_to_the_dead_s": 60.0,
             "membership.push_pull_interval_s": 60.0,
             "membership.tcp_timeout_s": 30.0,
+            "consensus.tick_interval_s": 0.5,  # protocol.raft TICK_INTERVAL_S_WAN
+            "consensus.stabilisation_s": 30.0,
+            "consensus.proposal_timeout_s": 30.0,
         }
     if preset == "local":  # memberlist DefaultLocalConfig: loopback, fast and reliable
         return {
@@ -252,6 +343,8 @@ def _preset_overrides(preset: str) -> dict[str, Any]:
             "membership.push_pull_interval_s": 15.0,
             "membership.tcp_timeout_s": 1.0,
             "audit.cosign_interval_s": 5.0,
+            "consensus.stabilisation_s": 1.0,
+            "consensus.proposal_timeout_s": 5.0,
         }
     return {}
 
@@ -330,6 +423,13 @@ def validate(config: NodeConfig) -> NodeConfig:
         raise ConfigError(
             "membership.probe_timeout_s",
             f"must be below membership.probe_interval_s ({config.membership.probe_interval_s})",
+        )
+    if config.consensus.max_voters % 2 == 0:
+        raise ConfigError("consensus.max_voters", f"must be odd; got {config.consensus.max_voters}")
+    if config.consensus.heartbeat_ticks >= config.consensus.election_ticks:
+        raise ConfigError(
+            "consensus.heartbeat_ticks",
+            f"must be below consensus.election_ticks ({config.consensus.election_ticks})",
         )
     return config
 

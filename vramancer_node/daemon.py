@@ -37,12 +37,15 @@ from vramancer_node.api import create_app
 from vramancer_node.apiserver import serve_api
 from vramancer_node.audit import AuditService, kinds
 from vramancer_node.auditwiring import AuditWiring
+from vramancer_node.clockskew import SERVICE_CLOCK, make_clock_handler
 from vramancer_node.cluster import (
     Admin,
     ClusterStore,
     Membership,
 )
 from vramancer_node.config import NodeConfig, parse_hostport
+from vramancer_node.consensus import ConsensusService
+from vramancer_node.consensuswiring import ConsensusWiring
 from vramancer_node.devices import DeviceMonitor, gossip_records
 from vramancer_node.discovery import Discovery, local_ipv4_addresses
 from vramancer_node.enrolment import Enrolment, token_audit_body
@@ -54,6 +57,7 @@ from vramancer_node.net.handshake import (
     HandshakeFailed,
 )
 from vramancer_node.peering import PeerService, wall_clock
+from vramancer_node.pipelinewiring import PipelineWiring
 from vramancer_node.sdnotify import NO_NOTIFY, Notifier
 from vramancer_node.statelock import StateLock
 
@@ -70,7 +74,7 @@ def _print_line(text: str) -> None:
     print(text, flush=True)
 
 
-class Node(Enrolment, AuditWiring):
+class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring):
     """A running node: its identity, configuration and the services it owns."""
 
     def __init__(
@@ -96,6 +100,7 @@ class Node(Enrolment, AuditWiring):
         self.store = ClusterStore(self.state_dir)
         self.membership: Membership | None = None
         self.gossip: MembershipService | None = None
+        self.consensus: ConsensusService | None = None
         self.audit: AuditService | None = None
         self.devices: DeviceMonitor | None = None
         self._pending_audit: list[tuple[str, dict[str, Any]]] = []
@@ -115,6 +120,8 @@ class Node(Enrolment, AuditWiring):
             listen=config.network.listen,
             timeout_s=config.network.connect_timeout_s,
         )
+        self.peers.register(SERVICE_CLOCK, make_clock_handler())
+        self._init_pipeline()
 
     @property
     def api_socket_path(self) -> Path:
@@ -149,6 +156,7 @@ class Node(Enrolment, AuditWiring):
             "listening": list(self.peers.bound),
             "handshakes": dict(sorted(self.peers.handshakes.items())),
             "gossip": self._gossip_stats(),
+            "consensus": self.consensus_status(),
             "peers": list(self.config.network.peers),
             "mdns": self.config.discovery.mdns,
             "state_dir": str(self.state_dir),
@@ -172,6 +180,8 @@ class Node(Enrolment, AuditWiring):
                 first_devices = await services.start(self.devices.run)
                 self.gossip = self._membership_service(gossip_records(first_devices))
                 await services.start(self.gossip.run)
+                await self._start_consensus(services)
+                self._start_pipeline()
                 if self.config.discovery.mdns:
                     await services.start(self._run_discovery)
                 services.start_soon(self._cosign_loop)

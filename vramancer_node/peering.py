@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -94,7 +95,7 @@ class PeerService:
         self.timeout_s = timeout_s
         self.handshakes: collections.Counter[str] = collections.Counter()
         self.bound: list[str] = []
-        self._handlers: dict[str, SessionHandler] = {}
+        self._handlers: dict[str, tuple[SessionHandler, float | None]] = {}
         self.on_refused: Callable[[str, str], None] | None = None
         """Called with (reason, address) for every refused or failed handshake."""
 
@@ -113,9 +114,20 @@ class PeerService:
         task_status.started(self.bound)
         await trio.serve_listeners(self._handle, listeners)
 
-    def register(self, service: str, handler: SessionHandler) -> None:
-        """Serve sessions opened for ``service`` with ``handler(peer, stream, body)``."""
-        self._handlers[service] = handler
+    def register(
+        self,
+        service: str,
+        handler: SessionHandler,
+        *,
+        session_timeout_s: float | None = SESSION_TIMEOUT_S,
+    ) -> None:
+        """Serve sessions opened for ``service`` with ``handler(peer, stream, body)``.
+
+        ``session_timeout_s`` bounds the whole session; ``None`` leaves the bound to
+        the handler (a pipeline session lasts as long as its generation and enforces
+        its own idle timeout).
+        """
+        self._handlers[service] = (handler, session_timeout_s)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         address = _peer_address(stream)
@@ -173,18 +185,20 @@ class PeerService:
         """Read the service the initiator asked for and hand the stream to its handler."""
         with trio.fail_after(SESSION_TIMEOUT_S):
             frame = await secure.receive_frame()
-            if isinstance(frame, EndOfStream):
-                return  # a greeting
-            if not isinstance(frame, ControlFrame):
-                raise RemoteProtocolError(f"expected a session open, got {type(frame).__name__}")
-            opened = decode_session_open(frame.payload)
-            handler = self._handlers.get(opened.service)
-            if handler is None:
-                self._count("unknown_service")
-                log.warning(
-                    "unknown service", extra={"peer_address": address, "service": opened.service}
-                )
-                return
+        if isinstance(frame, EndOfStream):
+            return  # a greeting
+        if not isinstance(frame, ControlFrame):
+            raise RemoteProtocolError(f"expected a session open, got {type(frame).__name__}")
+        opened = decode_session_open(frame.payload)
+        registered = self._handlers.get(opened.service)
+        if registered is None:
+            self._count("unknown_service")
+            log.warning(
+                "unknown service", extra={"peer_address": address, "service": opened.service}
+            )
+            return
+        handler, timeout_s = registered
+        with trio.fail_after(timeout_s if timeout_s is not None else math.inf):
             await handler(peer, secure, opened.body)
 
     async def connect(self, address: str) -> AuthenticatedPeer:

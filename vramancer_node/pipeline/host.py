@@ -1,0 +1,522 @@
+"""Stage hosting: serve the ``stage`` sessions of the placements this node is part of.
+
+Theory of operation
+-------------------
+A stage session starts with a :class:`~protocol.pipeline.StageOpen` naming the model,
+the placement epoch, the whole route and which stage the receiver is.  The host:
+
+1. checks the open: the route's stage ``index`` is this node, the model is in
+   ``runtime.models``, the epoch is not stale, the context fits ``runtime``'s bound;
+2. opens the same session to the next stage, if any (so the next node starts loading
+   while this one does);
+3. loads its layer range with :func:`vramancer_node.runtime.load_stage` in a worker
+   thread, unless that exact stage of that epoch is loaded already;
+4. serves messages in order.  A prefill chunk or decode step is run through the stage
+   (worker thread) and its hidden states are forwarded downstream.  The last stage
+   samples a token when the message asks for one (a decode step or the prompt's
+   final chunk) and sends a token result upstream; middle stages relay it, adding
+   their own compute time in front of the list.  An error travels back the same way.
+
+Epoch fencing: the epoch a node runs for a model is the committed placement's, when
+its :class:`~vramancer_node.pipeline.placements.PlacementSource` has one; otherwise the
+highest epoch any open has brought (a newer epoch replaces the loaded stage).  An open,
+or any later message, under another epoch is refused with ``stale_epoch``.
+
+Error handling
+--------------
+Whatever the upstream hop sends wrong — a malformed header, a body of the wrong length,
+a tensor of the wrong shape or dtype, a step out of order — is answered with an ERROR
+message naming it (``bad_activation``); the session ends, the node keeps serving every
+other session.  A full KV cache answers ``context_exceeded``; an evicted session
+``evicted``; an unreachable next stage ``unreachable``.
+
+Resource handling
+-----------------
+At most ``runtime.sessions_max`` sessions hold a KV cache (LRU eviction,
+:mod:`vramancer_node.pipeline.sessions`); a session idle for
+``runtime.session_idle_timeout_s`` is closed.  One stage per model is resident.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import trio
+
+from protocol.errors import RemoteProtocolError
+from protocol.frames import BulkFrame, EndOfStream
+from protocol.pipeline import (
+    BULK_KIND_ACTIVATION,
+    ActivationError,
+    ActivationHeader,
+    MessageKind,
+    StageOpen,
+    decode_header,
+    decode_stage_open,
+    encode_header,
+    encode_stage_open,
+    error_header,
+)
+from protocol.pipeline.activations import FLOAT_DTYPES
+from protocol.session import SERVICE_STAGE
+from vramancer_node.logs import get_logger
+from vramancer_node.net.handshake import AuthenticatedPeer, HandshakeFailed
+from vramancer_node.net.securestream import SecureStream
+from vramancer_node.peering import PeerService
+from vramancer_node.pipeline.errors import UnknownModelError
+from vramancer_node.pipeline.models import ModelRegistry, resolve_device
+from vramancer_node.pipeline.placements import PlacementSource
+from vramancer_node.pipeline.sessions import SessionTable, StageSession
+from vramancer_node.pipeline.tensors import body_tensor, dtype_tag, tensor_body
+from vramancer_node.runtime import CheckpointError, KVCacheFullError, Sampler, SamplingParams
+from vramancer_node.runtime.stage import Stage, load_stage
+
+log = get_logger("pipeline")
+
+TRANSPORT_ERRORS = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    OSError,
+    HandshakeFailed,
+    trio.TooSlowError,
+)
+
+
+class Refusal(Exception):
+    """End the session with an ERROR message ``code: detail`` sent upstream."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostSettings:
+    dtype: str
+    device: str
+    sessions_max: int
+    session_idle_timeout_s: float
+    context_tokens_max: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedStage:
+    model_id: str
+    epoch: int
+    first_layer: int
+    last_layer_exclusive: int
+    stage: Stage
+
+
+class StageHost:
+    """The stages this node runs and the sessions flowing through them."""
+
+    def __init__(
+        self,
+        node_id: str,
+        models: ModelRegistry,
+        placements: PlacementSource,
+        peers: PeerService,
+        settings: HostSettings,
+    ) -> None:
+        self.node_id = node_id
+        self.models = models
+        self.placements = placements
+        self.peers = peers
+        self.settings = settings
+        self.sessions = SessionTable(settings.sessions_max)
+        self.messages: collections.Counter[str] = collections.Counter()
+        self._loaded: dict[str, LoadedStage] = {}
+        self._epochs: dict[str, int] = {}
+        self._load_locks: dict[str, trio.Lock] = collections.defaultdict(trio.Lock)
+
+    def register(self) -> None:
+        self.peers.register(SERVICE_STAGE, self.serve_session, session_timeout_s=None)
+
+    def status(self) -> dict[str, Any]:
+        counters = self.sessions.counters
+        return {
+            "stages": [
+                {
+                    "model": loaded.model_id,
+                    "epoch": loaded.epoch,
+                    "first_layer": loaded.first_layer,
+                    "last_layer_exclusive": loaded.last_layer_exclusive,
+                    "device": str(loaded.stage.device),
+                    "dtype": str(loaded.stage.dtype).removeprefix("torch."),
+                }
+                for loaded in self._loaded.values()
+            ],
+            "sessions_active": len(self.sessions),
+            "sessions_max": self.sessions.sessions_max,
+            "sessions_opened_total": counters.opened_total,
+            "sessions_evicted_total": counters.evicted_total,
+            "sessions_refused_total": counters.refused_total,
+            "refusals": dict(sorted(counters.by_error.items())),
+            "kv_cache_bytes": self.sessions.cache_bytes(),
+            "messages": dict(sorted(self.messages.items())),
+        }
+
+    # -- one session ------------------------------------------------------------
+
+    async def serve_session(
+        self, peer: AuthenticatedPeer, secure: SecureStream, body: bytes
+    ) -> None:
+        """Serve one stage session from ``peer`` (see the module docstring)."""
+        try:
+            opened = decode_stage_open(body)
+        except ActivationError as exc:
+            await self._refuse(secure, None, 0, Refusal("bad_activation", f"stage open: {exc}"))
+            return
+        try:
+            self._check_open(peer, opened)
+            if opened.is_last:
+                await self._serve(secure, None, opened)
+            else:
+                async with self._downstream(opened) as downstream:
+                    await self._serve(secure, downstream, opened)
+        except Refusal as refusal:
+            await self._refuse(secure, opened, None, refusal)
+        except (*TRANSPORT_ERRORS, RemoteProtocolError) as exc:
+            # The upstream hop went away or broke the stream: nobody left to tell.
+            log.info(
+                "stage session ended by the upstream hop",
+                extra={"model": opened.model_id, "detail": str(exc)[:200]},
+            )
+
+    def _check_open(self, peer: AuthenticatedPeer, opened: StageOpen) -> None:
+        stage = opened.stage
+        if stage.node_id != self.node_id:
+            raise Refusal("not_assigned", f"stage {opened.index} is node {stage.node_id}, not us")
+        if opened.index > 0 and peer.node_id != opened.stages[opened.index - 1].node_id:
+            raise Refusal("bad_activation", f"session opened by {peer.node_id}, not stage before")
+        try:
+            config = self.models.config(opened.model_id)
+        except UnknownModelError as exc:
+            raise Refusal("unknown_model", str(exc)) from None
+        except CheckpointError as exc:
+            raise Refusal("load_failed", str(exc)) from None
+        if opened.stages[-1].last_layer_exclusive != config.num_hidden_layers:
+            raise Refusal(
+                "not_assigned",
+                f"the route covers {opened.stages[-1].last_layer_exclusive} layers, "
+                f"{opened.model_id} here has {config.num_hidden_layers}",
+            )
+        bound = min(self.settings.context_tokens_max, config.max_position_embeddings)
+        if opened.context_tokens > bound:
+            raise Refusal(
+                "context_exceeded",
+                f"{opened.context_tokens} tokens of context asked, this node reserves {bound}",
+            )
+        self._check_epoch(opened)
+
+    def _check_epoch(self, opened: StageOpen) -> None:
+        committed = self.placements.committed_placement(opened.model_id)
+        if committed is not None:
+            epoch, placement = committed
+            if opened.epoch != epoch:
+                raise Refusal(
+                    "stale_epoch",
+                    f"{opened.model_id}: this node runs placement epoch {epoch}, "
+                    f"the request epoch {opened.epoch}",
+                )
+            ours = [s for s in placement.stages if s.node_id == self.node_id]
+            asked = opened.stage
+            if not ours or (ours[0].first_layer, ours[0].last_layer_exclusive) != (
+                asked.first_layer,
+                asked.last_layer_exclusive,
+            ):
+                raise Refusal("not_assigned", f"epoch {epoch} assigns other layers to this node")
+            return
+        known = self._epochs.get(opened.model_id)
+        if known is not None and opened.epoch < known:
+            raise Refusal(
+                "stale_epoch",
+                f"{opened.model_id}: this node runs placement epoch {known}, "
+                f"the request epoch {opened.epoch}",
+            )
+
+    @contextlib.asynccontextmanager
+    async def _downstream(self, opened: StageOpen) -> AsyncIterator[SecureStream]:
+        following = opened.next_hop()
+        address = following.stage.address
+        try:
+            async with self.peers.open_session(
+                address, SERVICE_STAGE, encode_stage_open(following)
+            ) as (peer, secure):
+                if peer.node_id != following.stage.node_id:
+                    raise Refusal("unreachable", f"{address} is {peer.node_id}, not the next stage")
+                yield secure
+        except TRANSPORT_ERRORS as exc:
+            raise Refusal(
+                "unreachable", f"next stage {following.stage.node_id} at {address}: {exc}"
+            ) from None
+
+    async def _serve(
+        self, upstream: SecureStream, downstream: SecureStream | None, opened: StageOpen
+    ) -> None:
+        loaded = await self._ensure_loaded(opened)
+        session = StageSession(
+            session_id=opened.session_id,
+            model_id=opened.model_id,
+            epoch=opened.epoch,
+            cache=loaded.stage.new_kv_cache(max_tokens=opened.context_tokens),
+            sampler=Sampler(_sampling(opened)) if downstream is None else None,
+        )
+        self.sessions.open(session)
+        try:
+            while True:
+                with trio.move_on_after(self.settings.session_idle_timeout_s) as idle:
+                    frame = await upstream.receive_frame()
+                if idle.cancelled_caught:
+                    log.info("stage session idle: closed", extra={"model": opened.model_id})
+                    return
+                if isinstance(frame, EndOfStream):
+                    return
+                await self._handle(upstream, downstream, loaded, session, frame)
+        except _Relayed:
+            return
+        finally:
+            self.sessions.close(session)
+
+    async def _handle(
+        self,
+        upstream: SecureStream,
+        downstream: SecureStream | None,
+        loaded: LoadedStage,
+        session: StageSession,
+        frame: object,
+    ) -> None:
+        header, tensor = self._accept(loaded, session, frame)
+        self.sessions.touch(session)
+        output, compute_s = await _run_stage(loaded.stage, tensor, header, session)
+        session.pending_compute_s += compute_s
+        wants_token = header.kind == MessageKind.DECODE or header.last_chunk
+        if downstream is not None:
+            forward = replace(header, dtype=dtype_tag(output), shape=tuple(output.shape))
+            await _send(downstream, forward, tensor_body(output))
+            if wants_token:
+                await self._relay_reply(upstream, downstream, session)
+            return
+        if wants_token:
+            assert session.sampler is not None
+            token = session.sampler.sample(output[:, -1])
+            reply = replace(
+                header,
+                kind=MessageKind.TOKEN,
+                first_position=header.first_position + header.shape[1],
+                dtype="i64",
+                shape=tuple(token.shape),
+                last_chunk=False,
+                stage_times_s=(session.pending_compute_s,),
+            )
+            session.pending_compute_s = 0.0
+            await _send(upstream, reply, tensor_body(token))
+            self.messages["token"] += 1
+
+    def _accept(
+        self, loaded: LoadedStage, session: StageSession, frame: object
+    ) -> tuple[ActivationHeader, torch.Tensor]:
+        """Check one upstream message against the session; its header and tensor."""
+        if not isinstance(frame, BulkFrame) or frame.kind != BULK_KIND_ACTIVATION:
+            raise Refusal("bad_activation", f"expected an activation BULK frame, got {frame!r:.60}")
+        try:
+            header = decode_header(frame.header)
+            tensor = body_tensor(header, frame.body)
+        except ActivationError as exc:
+            raise Refusal("bad_activation", f"{type(exc).__name__}: {exc}") from None
+        self.messages[header.kind.name.lower()] += 1
+        if header.kind not in (MessageKind.PREFILL, MessageKind.DECODE):
+            raise Refusal(
+                "bad_activation", f"a stage accepts prefill or decode, not {header.kind.name}"
+            )
+        if header.session_id != session.session_id:
+            raise Refusal("bad_activation", "activation of another session")
+        current = self._epochs.get(session.model_id)
+        if header.epoch != session.epoch or current != session.epoch:
+            raise Refusal(
+                "stale_epoch",
+                f"{session.model_id}: this node runs placement epoch {current}, "
+                f"the message epoch {header.epoch}",
+            )
+        if header.step != session.next_step:
+            raise Refusal("bad_activation", f"step {header.step}, expected {session.next_step}")
+        session.next_step += 1
+        if session.evicted:
+            raise Refusal("evicted", "this session's KV cache was evicted (too many sessions)")
+        first = loaded.stage.has_embedding
+        if first and header.dtype != "i64":
+            raise Refusal(
+                "bad_activation", f"the first stage takes i64 token ids, got {header.dtype}"
+            )
+        if not first and header.dtype not in FLOAT_DTYPES:
+            raise Refusal(
+                "bad_activation",
+                f"stage {loaded.first_layer} takes hidden states, got {header.dtype}",
+            )
+        if header.shape[0] != 1:
+            raise Refusal("bad_activation", f"batch {header.shape[0]}; sessions hold batch 1")
+        hidden = loaded.stage.config.hidden_size
+        if not first and header.shape[2] != hidden:
+            raise Refusal(
+                "bad_activation",
+                f"hidden states {header.dtype} {list(header.shape)}, this stage expects "
+                f"[1, {header.shape[1]}, {hidden}] ({session.model_id} layer {loaded.first_layer})",
+            )
+        return header, tensor
+
+    async def _relay_reply(
+        self, upstream: SecureStream, downstream: SecureStream, session: StageSession
+    ) -> None:
+        try:
+            with trio.fail_after(self.settings.session_idle_timeout_s):
+                frame = await downstream.receive_frame()
+        except (*TRANSPORT_ERRORS, RemoteProtocolError) as exc:
+            raise Refusal("unreachable", f"the next stage did not answer: {exc}") from None
+        if not isinstance(frame, BulkFrame) or frame.kind != BULK_KIND_ACTIVATION:
+            raise Refusal("unreachable", "the next stage closed the session without an answer")
+        try:
+            reply = decode_header(frame.header)
+        except ActivationError as exc:
+            raise Refusal("bad_activation", f"the next stage answered: {exc}") from None
+        if reply.kind == MessageKind.TOKEN:
+            reply = replace(reply, stage_times_s=(session.pending_compute_s, *reply.stage_times_s))
+            session.pending_compute_s = 0.0
+        elif reply.kind != MessageKind.ERROR:
+            raise Refusal("bad_activation", f"the next stage answered {reply.kind.name}")
+        await _send(upstream, reply, memoryview(frame.body))
+        if reply.kind == MessageKind.ERROR:
+            raise _Relayed
+
+    async def _ensure_loaded(self, opened: StageOpen) -> LoadedStage:
+        stage = opened.stage
+        key = (opened.epoch, stage.first_layer, stage.last_layer_exclusive)
+        async with self._load_locks[opened.model_id]:
+            self._check_epoch(opened)  # another open may have moved the epoch on
+            loaded = self._loaded.get(opened.model_id)
+            if loaded is not None and key == (
+                loaded.epoch,
+                loaded.first_layer,
+                loaded.last_layer_exclusive,
+            ):
+                return loaded
+            if loaded is not None and loaded.epoch == opened.epoch:
+                raise Refusal(
+                    "not_assigned",
+                    f"epoch {opened.epoch} already gave this node layers "
+                    f"[{loaded.first_layer}, {loaded.last_layer_exclusive})",
+                )
+            if loaded is not None and (loaded.first_layer, loaded.last_layer_exclusive) == key[1:]:
+                loaded = replace(loaded, epoch=opened.epoch)  # same weights, newer epoch
+            else:
+                self._loaded.pop(opened.model_id, None)
+                loaded = await self._load(opened)
+            self.sessions.drop_model(opened.model_id)
+            self._loaded[opened.model_id] = loaded
+            self._epochs[opened.model_id] = opened.epoch
+            return loaded
+
+    async def _load(self, opened: StageOpen) -> LoadedStage:
+        stage = opened.stage
+        entry = self.models.entry(opened.model_id)
+        device = resolve_device(self.settings.device)
+        log.info(
+            "loading stage",
+            extra={
+                "model": opened.model_id,
+                "epoch": opened.epoch,
+                "layers": [stage.first_layer, stage.last_layer_exclusive],
+                "device": str(device),
+            },
+        )
+        try:
+            module = await trio.to_thread.run_sync(
+                lambda: load_stage(
+                    entry.directory,
+                    stage.first_layer,
+                    stage.last_layer_exclusive,
+                    has_embedding=opened.index == 0,
+                    has_head=opened.is_last,
+                    dtype=self.settings.dtype,
+                    device=device,
+                    config=self.models.config(opened.model_id),
+                )
+            )
+        except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
+            raise Refusal("load_failed", f"{opened.model_id}: {exc}") from None
+        return LoadedStage(
+            model_id=opened.model_id,
+            epoch=opened.epoch,
+            first_layer=stage.first_layer,
+            last_layer_exclusive=stage.last_layer_exclusive,
+            stage=module,
+        )
+
+    async def _refuse(
+        self, secure: SecureStream, opened: StageOpen | None, step: int | None, refusal: Refusal
+    ) -> None:
+        counters = self.sessions.counters
+        counters.refused_total += 1
+        counters.by_error[refusal.code] += 1
+        log.warning(
+            "stage session refused",
+            extra={"code": refusal.code, "detail": refusal.detail[:300]},
+        )
+        header = error_header(
+            epoch=opened.epoch if opened else 0,
+            session_id=opened.session_id if opened else bytes(16),
+            step=step or 0,
+            code=refusal.code,
+            detail=refusal.detail,
+        )
+        with contextlib.suppress(*TRANSPORT_ERRORS):
+            await _send(secure, header, b"")
+
+
+class _Relayed(Exception):
+    """The next stage's ERROR went upstream already: end the session quietly."""
+
+
+def _sampling(opened: StageOpen) -> SamplingParams:
+    wire = opened.sampling
+    return SamplingParams(
+        temperature=wire.temperature, top_k=wire.top_k, top_p=wire.top_p, seed=wire.seed
+    )
+
+
+async def _send(secure: SecureStream, header: ActivationHeader, body: bytes | memoryview) -> None:
+    await secure.send_bulk(BULK_KIND_ACTIVATION, encode_header(header), body)
+
+
+async def _run_stage(
+    stage: Stage, tensor: torch.Tensor, header: ActivationHeader, session: StageSession
+) -> tuple[torch.Tensor, float]:
+    """Run ``stage`` over ``tensor`` in a worker thread; the output and compute seconds."""
+    cache = session.cache
+    assert cache is not None
+
+    def forward() -> tuple[torch.Tensor, float]:
+        started = time.perf_counter()
+        with torch.inference_mode():
+            positions = torch.arange(header.first_position, header.first_position + header.shape[1])
+            output = stage(tensor, positions, cache, last_only=True)
+            if output.device.type != "cpu":
+                output = output.to("cpu")
+        return output, time.perf_counter() - started
+
+    try:
+        return await trio.to_thread.run_sync(forward)
+    except KVCacheFullError as exc:
+        raise Refusal("context_exceeded", str(exc)) from None
+    except ValueError as exc:
+        raise Refusal("bad_activation", str(exc)) from None
+    except RuntimeError as exc:  # torch: out of memory, a device fault
+        log.exception("stage forward failed")
+        raise Refusal("internal", f"stage forward failed: {exc}") from None

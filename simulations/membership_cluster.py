@@ -43,6 +43,7 @@ from protocol.membership.testing import FakeNetwork, NetworkConditions, sim_addr
 
 _TICK = 0
 _DELIVER = 1
+_DELIVER_STREAM = 2
 
 
 @dataclass(slots=True)
@@ -193,7 +194,7 @@ class Cluster:
                 nodes[i].tick(at_s)
             else:
                 assert message is not None
-                nodes[i].receive_message(sender, message, at_s)
+                nodes[i].receive_message(sender, message, at_s, reliable=kind == _DELIVER_STREAM)
             self._after_input(i)
         self.now = max(self.now, end_s)
 
@@ -207,10 +208,11 @@ class Cluster:
             dst = addr_index.get(outgoing.addr)
             if dst is None:
                 continue
+            kind = _DELIVER_STREAM if outgoing.reliable else _DELIVER
             for delay_s in delays:
                 self._seq += 1
                 heapq.heappush(
-                    self._heap, (now + delay_s, self._seq, _DELIVER, dst, src, outgoing.decoded)
+                    self._heap, (now + delay_s, self._seq, kind, dst, src, outgoing.decoded)
                 )
         for event in core.events():
             self.observer.on_event(i, event, now)

@@ -7,7 +7,8 @@ moves its bytes and its clock (``trio.current_time()``):
 
 * datagrams (probes, acks, gossip) go out sealed with the cluster gossip keyring
   (:mod:`crypto.gossip`) on a UDP socket bound to the node's peer port;
-* reliable messages (push-pull, oversized compounds) go over an authenticated
+* reliable messages (push-pull, oversized compounds, the fallback ping of a probe
+  that got no datagram ack) go over an authenticated
   secure session with service ``gossip``: the initiator sends
   ``SessionOpen{body=<its advertised address>}`` then the message as a BULK frame;
   the responder feeds it to its core and sends back, on the same stream, every
@@ -359,7 +360,7 @@ class MembershipService:
         async with self._reliable_limit:
             try:
                 for reply in await self._carrier.exchange(out.addr, out.message):
-                    self.core.receive(out.addr, reply, trio.current_time())
+                    self.core.receive(out.addr, reply, trio.current_time(), reliable=True)
                 self.sessions["ok"] += 1
             except (ReliableExchangeFailed, RemoteProtocolError) as exc:
                 self.sessions["failed"] += 1
@@ -371,7 +372,7 @@ class MembershipService:
         self, sender: str, message: bytes, respond: ReliableResponder
     ) -> None:
         """Feed one exchange to the core; answer with the replies addressed to ``sender``."""
-        self.core.receive(sender, message, trio.current_time())
+        self.core.receive(sender, message, trio.current_time(), reliable=True)
         outgoing = self.core.outbox()
         replies = [out for out in outgoing if out.reliable and out.addr == sender]
         await respond([out.message for out in replies])

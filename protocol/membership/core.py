@@ -217,6 +217,7 @@ class Membership:
             "events_dropped": self._table.events_dropped,
             "helper_probes": self._prober.helpers_in_flight,
             "helper_probes_evicted": self._prober.helpers_evicted,
+            "stream_probe_rescues": self._prober.stream_rescues,
             "refutations": self._table.refutations,
             "health_score": self._awareness.score,
         }
@@ -238,19 +239,25 @@ class Membership:
 
     # ------------------------------------------------------------------- inputs
 
-    def receive(self, sender_addr: str, message: bytes, now: float) -> None:
+    def receive(
+        self, sender_addr: str, message: bytes, now: float, *, reliable: bool = False
+    ) -> None:
         """Handle one message from ``sender_addr``; raise ``RemoteProtocolError`` if bad.
 
-        Decoding happens first, so a malformed message changes nothing.
+        ``reliable``: it came over the secure stream (a reply to ours, or an exchange
+        the peer opened), so a ping is answered on the stream too.  Decoding happens
+        first, so a malformed message changes nothing.
         """
-        self.receive_message(sender_addr, decode(message), now)
+        self.receive_message(sender_addr, decode(message), now, reliable=reliable)
 
-    def receive_message(self, sender_addr: str, message: Message, now: float) -> None:
+    def receive_message(
+        self, sender_addr: str, message: Message, now: float, *, reliable: bool = False
+    ) -> None:
         """Handle one already-decoded message (in-process simulations; see above)."""
         self._advance(now)
         parts = message.messages if isinstance(message, Compound) else (message,)
         for part in parts:
-            self._handle(sender_addr, part, now)
+            self._handle(sender_addr, part, now, reliable)
 
     def warm_start(self, records: Iterable[MemberRecord], now: float) -> None:
         """Start as a member of an already converged cluster of ``records`` (simulations).
@@ -343,15 +350,15 @@ class Membership:
         self._next_publish_check_s = now + PUBLISH_CHECK_INTERVAL_S
         self._last_publish_s = now
 
-    def _handle(self, sender_addr: str, message: SimpleMessage, now: float) -> None:
+    def _handle(self, sender_addr: str, message: SimpleMessage, now: float, reliable: bool) -> None:
         table = self._table
         match message:
             case Ping():
-                self._prober.on_ping(sender_addr, message)
+                self._prober.on_ping(sender_addr, message, reliable=reliable)
             case IndirectPing():
                 self._prober.on_indirect_ping(sender_addr, message, now)
             case Ack():
-                self._prober.on_ack(sender_addr, message.seq_no, now)
+                self._prober.on_ack(sender_addr, message.seq_no, now, reliable=reliable)
             case Nack():
                 self._prober.on_nack(message.seq_no)
             case Suspect():

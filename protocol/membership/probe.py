@@ -12,6 +12,13 @@ One probe of our own runs at a time (:class:`ProbeInFlight`)::
                                                                     were expected)
       an ack at any point: success, awareness -1, RTT sample if it came from the target
 
+With the ping-reqs we also ping the target over the secure stream (memberlist's TCP
+fallback ping, on by default there): a stream retransmits what the network drops, so
+a target that is alive but behind a lossy link still answers.  A stream ack alone
+does not end the probe early; at ``end_s`` it spares the target the suspicion, while
+the nacks we missed still count against our own health, as memberlist does.  It never
+yields an RTT sample (a stream's round trip is not a datagram's).
+
 Both deadlines are the configured timeout and interval stretched by the Lifeguard
 health multiplier at the start of the probe, as the Lifeguard paper does (memberlist
 stretches only the interval).  The next probe starts at ``end_s``.
@@ -72,6 +79,8 @@ class ProbeInFlight:
     indirect_sent: bool = False
     expected_nacks: int = 0
     nacks: int = 0
+    stream_acked: bool = False
+    """The target answered the fallback ping over the secure stream."""
 
 
 @dataclass(slots=True)
@@ -112,6 +121,8 @@ class Prober:
         self._seq_no = rng.randrange(SEQ_NO_MODULUS)
         self.next_probe_s = 0.0
         self.helpers_evicted = 0
+        self.stream_rescues = 0
+        """Probes that failed over datagrams but reached the target over the stream."""
 
     @property
     def helpers_in_flight(self) -> int:
@@ -194,6 +205,8 @@ class Prober:
             if record is not None:
                 probe.expected_nacks += 1
                 self._outbox.datagram(record.gossip_address, [request])
+        ping = Ping(seq_no=probe.seq_no, target_id=probe.target_id, source_id=table.local_id)
+        self._outbox.stream(probe.target_addr, ping)
 
     def _probe_failed(self, probe: ProbeInFlight, now: float) -> None:
         # Lifeguard: nacks prove we can still hear; each one missing points at us.
@@ -202,6 +215,9 @@ class Prober:
             self._awareness.apply_delta(PROBE_FAILED_DELTA * missed)
         else:
             self._awareness.apply_delta(PROBE_FAILED_DELTA)
+        if probe.stream_acked:
+            self.stream_rescues += 1
+            return  # alive, only its datagrams are lost (memberlist warns the same way)
         record = self._table.record_of(probe.target_id)
         if record is not None:
             self._table.suspect(probe.target_id, record.incarnation, self._table.local_id, now)
@@ -216,13 +232,20 @@ class Prober:
 
     # ------------------------------------------------------------------ inputs
 
-    def on_ping(self, sender_addr: str, ping: Ping) -> None:
+    def on_ping(self, sender_addr: str, ping: Ping, *, reliable: bool = False) -> None:
         # A ping for another node means our address was reused: stay silent.
-        if ping.target_id == self._table.local_id:
+        if ping.target_id != self._table.local_id:
+            return
+        if reliable:  # answer on the stream it came by
+            self._outbox.stream(sender_addr, Ack(seq_no=ping.seq_no))
+        else:
             self._outbox.datagram(sender_addr, [Ack(seq_no=ping.seq_no)])
 
-    def on_ack(self, sender_addr: str, seq_no: int, now: float) -> None:
+    def on_ack(self, sender_addr: str, seq_no: int, now: float, *, reliable: bool = False) -> None:
         probe = self._probe
+        if probe is not None and probe.seq_no == seq_no and reliable:
+            probe.stream_acked = True
+            return
         if probe is not None and probe.seq_no == seq_no:
             if sender_addr == probe.target_addr:  # a relayed ack measures a detour
                 self._rtt.observe(probe.target_id, probe.started_s, now)

@@ -153,6 +153,7 @@ class LoggedEvent:
 
 _TICK = 0
 _DELIVER = 1
+_DELIVER_STREAM = 2
 
 
 class SimCluster:
@@ -233,7 +234,7 @@ class SimCluster:
                     raise RuntimeError(f"{node_id} left a deadline due after tick({at_s})")
             else:
                 try:
-                    core.receive(sender, data, at_s)
+                    core.receive(sender, data, at_s, reliable=kind == _DELIVER_STREAM)
                 except RemoteProtocolError:
                     self.protocol_errors += 1
             self._after_input(node_id)
@@ -280,7 +281,8 @@ class SimCluster:
             for delay_s in self.network.route(src, outgoing):
                 dst = self.addr_to_id.get(outgoing.addr)
                 if dst is not None:
-                    self._push(self.now + delay_s, _DELIVER, dst, src, outgoing.message)
+                    kind = _DELIVER_STREAM if outgoing.reliable else _DELIVER
+                    self._push(self.now + delay_s, kind, dst, src, outgoing.message)
         for event in core.events():
             logged = LoggedEvent(self.now, node_id, event)
             if self.log_events and len(self.events) < EVENTS_LOGGED_MAX:

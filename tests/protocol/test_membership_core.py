@@ -79,13 +79,20 @@ def sent(outgoing: list[Outgoing]) -> list[tuple[str, SimpleMessage]]:
     return [(o.addr, part) for o in outgoing for part in parts(decode(o.message))]
 
 
+def sent_flagged(outgoing: list[Outgoing]) -> list[tuple[str, SimpleMessage, bool]]:
+    """Like :func:`sent`, with whether each went over the stream (``reliable``)."""
+    return [(o.addr, p, o.reliable) for o in outgoing for p in parts(decode(o.message))]
+
+
 Sent = tuple[float, str, SimpleMessage]
 
 
 class Driver:
     """Plays the shell for one core: keeps the time, ticks deadlines, logs what is sent.
 
-    Peers named in ``responsive`` ack every ping after ``ack_delay_s``.
+    Peers named in ``responsive`` ack every ping after ``ack_delay_s``, on the
+    channel the ping came by.  ``log`` holds everything sent; :meth:`sent` picks
+    datagrams unless told otherwise.
     """
 
     def __init__(
@@ -94,13 +101,16 @@ class Driver:
         self.core = core
         self.now = 0.0
         self.log: list[Sent] = []
+        self.log_reliable: list[bool] = []
         self.responsive = {addr(peer) for peer in responsive}
         self.ack_delay_s = ack_delay_s
-        self._acks: list[tuple[float, str, int]] = []
+        self._acks: list[tuple[float, str, int, bool]] = []
 
-    def receive(self, sender: str, message: Message, at_s: float) -> None:
+    def receive(
+        self, sender: str, message: Message, at_s: float, *, reliable: bool = False
+    ) -> None:
         self.now = max(self.now, at_s)
-        self.core.receive(sender, encode(message), self.now)
+        self.core.receive(sender, encode(message), self.now, reliable=reliable)
         self._collect()
 
     def step(self) -> None:
@@ -108,7 +118,7 @@ class Driver:
         self.now = max(self.now, self._next_event_s())
         for ack in sorted(a for a in self._acks if a[0] <= self.now):
             self._acks.remove(ack)
-            self.core.receive(ack[1], encode(Ack(seq_no=ack[2])), self.now)
+            self.core.receive(ack[1], encode(Ack(seq_no=ack[2])), self.now, reliable=ack[3])
         if self.core.next_deadline_s() <= self.now:
             self.core.tick(self.now)
             assert self.core.next_deadline_s() > self.now, "tick must consume what is due"
@@ -119,18 +129,28 @@ class Driver:
             self.step()
         self.now = max(self.now, end_s)
 
-    def sent(self, kind: type, after_s: float = -1.0) -> list[Sent]:
-        return [item for item in self.log if isinstance(item[2], kind) and item[0] > after_s]
+    def sent(
+        self, kind: type, after_s: float = -1.0, *, reliable: bool | None = False
+    ) -> list[Sent]:
+        """What was sent of ``kind`` after ``after_s``: datagrams, streams (True) or both (None)."""
+        return [
+            item
+            for item, on_stream in zip(self.log, self.log_reliable, strict=True)
+            if isinstance(item[2], kind)
+            and item[0] > after_s
+            and (reliable is None or on_stream == reliable)
+        ]
 
     def _next_event_s(self) -> float:
         return min([self.core.next_deadline_s()] + [a[0] for a in self._acks])
 
     def _collect(self) -> None:
-        out = sent(self.core.outbox())
-        self.log += [(self.now, dst, message) for dst, message in out]
-        for dst, message in out:
+        out = sent_flagged(self.core.outbox())
+        self.log += [(self.now, dst, message) for dst, message, _ in out]
+        self.log_reliable += [on_stream for _, _, on_stream in out]
+        for dst, message, on_stream in out:
             if isinstance(message, Ping) and dst in self.responsive:
-                self._acks.append((self.now + self.ack_delay_s, dst, message.seq_no))
+                self._acks.append((self.now + self.ack_delay_s, dst, message.seq_no, on_stream))
 
 
 def driver(peers: tuple[str, ...] = ()) -> Driver:
@@ -233,6 +253,44 @@ def test_a_relayed_ack_saves_the_probe_but_is_no_rtt_sample() -> None:
     d.run_until(start_s + 0.99)
     assert d.core.events() == []
     assert d.core.local.rtt_ms == ()
+
+
+def test_a_silent_target_is_also_pinged_over_the_stream_with_the_ping_reqs() -> None:
+    d = driver(peers=("b", "c", "d"))
+    start_s, target_addr, ping = first_probe(d)
+    d.run_until(start_s + LAN.probe_timeout_s)
+    assert d.sent(Ping, reliable=True) == [
+        (pytest.approx(start_s + LAN.probe_timeout_s), target_addr, ping)
+    ]
+
+
+def test_a_stream_ack_spares_the_target_but_missed_nacks_still_count() -> None:
+    d = driver(peers=("b", "c", "d"))
+    start_s, target_addr, ping = first_probe(d)
+    d.run_until(start_s + LAN.probe_timeout_s)
+    d.receive(target_addr, Ack(seq_no=ping.seq_no), start_s + 0.6, reliable=True)
+    d.run_until(start_s + LAN.probe_interval_s)
+    assert d.core.events() == []  # alive: only its datagrams are lost
+    assert d.core.health_score == 2  # memberlist: the two missing nacks still count
+    assert d.core.metrics()["stream_probe_rescues"] == 1
+    assert d.core.local.rtt_ms == ()  # a stream round trip is no RTT sample
+
+
+def test_a_stream_ack_for_another_probe_changes_nothing() -> None:
+    d = driver(peers=("b", "c", "d"))
+    start_s, target_addr, ping = first_probe(d)
+    d.run_until(start_s + LAN.probe_timeout_s)
+    d.receive(target_addr, Ack(seq_no=(ping.seq_no + 7) % 2**32), start_s + 0.6, reliable=True)
+    d.run_until(start_s + LAN.probe_interval_s)
+    assert [type(e) for e in d.core.events()] == [MemberSuspected]
+
+
+def test_a_ping_over_the_stream_is_acked_on_the_stream() -> None:
+    core = make_core()
+    core.receive("x:1", encode(Ping(seq_no=41, target_id="a", source_id="x")), 1.0, reliable=True)
+    [reply] = core.outbox()
+    assert reply.reliable and reply.addr == "x:1"
+    assert decode(reply.message) == Ack(seq_no=41)
 
 
 # ---------------------------------------------------------- helping others
@@ -425,9 +483,9 @@ def test_join_sends_our_state_to_every_seed_over_the_stream() -> None:
     assert {decode(o.message) for o in out} == {PushPull(join=True, reply=False, members=(ours,))}
     d = Driver(core)
     d.run_until(4.9)
-    assert d.sent(PushPull) == []
+    assert d.sent(PushPull, reliable=None) == []
     d.run_until(5.1)  # still alone: try the seeds again
-    assert [dst for _, dst, _ in d.sent(PushPull)] == ["s1:7733", "s2:7733"]
+    assert [dst for _, dst, _ in d.sent(PushPull, reliable=True)] == ["s1:7733", "s2:7733"]
 
 
 # --------------------------------------------------------- local record

@@ -91,20 +91,7 @@ def test_crashes_detected_and_cluster_converges(
         assert row["liveness_converged_s"] is not None
 
 
-@pytest.mark.parametrize(
-    "nodes",
-    [
-        10,
-        pytest.param(
-            100,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="open: the core declares one live member dead at N=100, 10% loss"
-                f" (reproduce with --nodes 100 --loss 0.1 --periods 120 --seed {SEED})",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("nodes", [10, 100])
 def test_no_false_deaths_with_ten_percent_loss(
     lossy: tuple[str, dict[str, Any], int, Path], nodes: int
 ) -> None:

@@ -74,10 +74,10 @@ def test_path_traversal_names_are_refused_both_ways(name: str) -> None:
     with pytest.raises(LocalProtocolError):
         encode_request(ReadRequest(model_id="m", file_name=name, offset=0, length=1))
     wire = {"v": 1, "op": "read", "model": "m", "file": name, "offset": 0, "length": 1}
-    with pytest.raises(RemoteProtocolError, match="file name|separator|dot"):
+    with pytest.raises(RemoteProtocolError, match=r"file name|separator|dot"):
         decode_request(msgpack.packb(wire))
     manifest = {"v": 1, "model": "m", "files": [[name, 1, SHA]]}
-    with pytest.raises(RemoteProtocolError, match="file name|separator|dot"):
+    with pytest.raises(RemoteProtocolError, match=r"file name|separator|dot"):
         decode_manifest(msgpack.packb(manifest))
 
 
@@ -140,7 +140,9 @@ def test_bad_errors_and_headers() -> None:
         encode_manifest(
             Manifest(
                 model_id="m",
-                files=(FileEntry(name="b", size_bytes=1, sha256=SHA),
-                       FileEntry(name="a", size_bytes=1, sha256=SHA)),
-            )  # fmt: skip
+                files=(
+                    FileEntry(name="b", size_bytes=1, sha256=SHA),
+                    FileEntry(name="a", size_bytes=1, sha256=SHA),
+                ),
+            )
         )

@@ -23,6 +23,8 @@ from cli.common import (
     resolve_state_dir,
     run_app,
 )
+from cli.generate import generate
+from cli.placement import placement_app, revoke
 from vramancer_node import PROTOCOL_VERSION, __version__
 
 app = typer.Typer(
@@ -149,6 +151,9 @@ def _peer_row(member: dict[str, Any]) -> list[Any]:
 token_app = typer.Typer(help="Join tokens for new nodes.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
+app.add_typer(placement_app, name="placement")
+app.command("revoke")(revoke)
+app.command("generate")(generate)
 
 
 @token_app.command("create")

@@ -1,7 +1,7 @@
 """``vramancer-node``: run and inspect the daemon of this machine.
 
 Commands: ``join`` (run the node in the foreground), ``identity show|init``,
-``config show``, ``version``.
+``config show``, ``doctor`` (is this machine ready, is its node well), ``version``.
 """
 
 from __future__ import annotations
@@ -14,16 +14,19 @@ from typing import Any, NoReturn
 import typer
 
 from cli.common import (
+    EXIT_ERROR,
     JSON_OPTION,
     STATE_DIR_OPTION,
     default_config_file,
     fail,
     print_fields,
     print_json,
+    print_table,
     read_secret_file,
     resolve_state_dir,
     run_app,
 )
+from cli.demo import demo
 from crypto.tokens import TokenError, parse_token
 from vramancer_node import PROTOCOL_VERSION, __version__
 from vramancer_node.config import (
@@ -46,6 +49,7 @@ identity_app = typer.Typer(help="The node's Ed25519 identity.", no_args_is_help=
 config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
 app.add_typer(config_app, name="config")
+app.command("demo")(demo)
 
 CONFIG_OPTION = typer.Option(
     None,
@@ -261,6 +265,33 @@ def config_show(
         unit = field.metadata.get("unit")
         rows.append((dotted, f"{value} {unit}" if unit and value is not None else value))
     print_fields(rows)
+
+
+@app.command()
+def doctor(
+    state_dir: Path | None = STATE_DIR_OPTION,
+    config_file: Path | None = CONFIG_OPTION,
+    preset: str | None = PRESET_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Check GPUs, ports, mDNS, state directory, keys, clocks and versions; exit 1 on a fail."""
+    from vramancer_node.doctor import DoctorInputs, NodeApi, report, run_checks
+
+    config = _load_config(config_file, {"preset": preset})
+    state = resolve_state_dir(state_dir)
+    results = run_checks(DoctorInputs(config=config, state_dir=state, node=NodeApi(state)))
+    document = report(results)
+    if json_out:
+        print_json(document)
+    else:
+        print_table(
+            ["check", "status", "summary"], [(r.name, r.status, r.summary) for r in results]
+        )
+        for r in results:
+            if r.fix:
+                typer.echo(f"{r.name}: fix: {r.fix}")
+    if not document["ok"]:
+        raise typer.Exit(EXIT_ERROR)
 
 
 @app.command()

@@ -54,7 +54,8 @@ class Enrolment(NodeParts):
             return None
         return TrustPolicy(
             ca_pubkey=self.membership.ca_pubkey,
-            revoked_serials=self.membership.revoked_serials,
+            # Revocations committed on the consensus log count as soon as applied here.
+            revoked_serials=self.membership.revoked_serials | self._consensus_revoked_serials(),
             now=wall_clock,
         )
 
@@ -64,12 +65,16 @@ class Enrolment(NodeParts):
         self.membership = self.admin.membership
         cert = SignedCertificate.decode(grant.certificate).unverified_certificate
         node_id = node_id_from_public_key(peer.identity_pubkey)
+        # A node is a member once its admission is committed on the consensus log;
+        # the grant leaves only then (HandshakeFailed otherwise: the joiner retries).
+        log_index = await self._commit_admission(node_id, grant.certificate)
         log.info(
             "admitted node",
             extra={
                 "peer_node_id": node_id,
                 "peer_name": request.node_name,
                 "peer_serial": cert.serial,
+                "log_index": log_index,
             },
         )
         if self.audit is not None:  # durable before the grant leaves

@@ -7,7 +7,7 @@ checker knows that state; only ``Node.__init__`` assigns it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from vramancer_node.audit import AuditService
     from vramancer_node.cluster import Admin, ClusterStore, Membership
     from vramancer_node.config import NodeConfig
+    from vramancer_node.consensus import ConsensusService
     from vramancer_node.membership import MembershipService
     from vramancer_node.net.handshake import Credentials
     from vramancer_node.peering import PeerService
@@ -33,9 +34,13 @@ class NodeParts:
     admin: Admin | None
     audit: AuditService | None
     gossip: MembershipService | None
+    consensus: ConsensusService | None
     creds: Credentials
     peers: PeerService
     _token: str | None
     _announce: Callable[[str], None]
     _pending_audit: list[tuple[str, dict[str, Any]]]
     _joined_via: str | None
+    # Methods one mixin provides to another (ConsensusWiring -> Enrolment).
+    _commit_admission: Callable[[str, bytes], Awaitable[int]]
+    _consensus_revoked_serials: Callable[[], frozenset[int]]

@@ -26,9 +26,11 @@ kind                     body
                          at most ``REFUSED_ADDRESSES_MAX``); optional
                          ``addresses_omitted`` (int), ``interval_s`` (int): one
                          aggregated record per reason per interval
-``certificate_revoked``  ``serial`` (int), ``node_id`` (str); optional ``reason`` (str)
+``certificate_revoked``  ``serial`` (int), ``node_id`` (str); optional ``reason`` (str),
+                         ``log_index`` (int: the committed consensus entry)
 ``placement_committed``  ``model`` (str), ``placement_version`` (int); optional
-                         ``stages`` (list of maps ``{node_id, layer_begin, layer_end}``)
+                         ``stages`` (list of maps ``{node_id, layer_begin, layer_end}``),
+                         ``log_index`` (int)
 ``config_changed``       ``keys`` (list of str: the settings that changed; never their
                          values, which may be secrets); optional ``by`` (str)
 ``key_rotated``          ``key`` (str: ``identity``, ``gossip``, ``ca``, ...),
@@ -40,6 +42,14 @@ kind                     body
 ``cosign_refused``       ``node_id`` (str), ``size`` (int), ``reason`` (str): a peer
                          showed a checkpoint this node refused to cosign (a split
                          view, a rollback, an inconsistent log)
+``member_committed``     ``node_id`` (str), ``node_name`` (str), ``serial`` (int),
+                         ``log_index`` (int): an admission committed on the
+                         consensus log (written by every node)
+``federation_committed`` ``action`` (str: ``linked`` or ``unlinked``), ``address``
+                         (str), ``ca_fingerprint`` (str), ``log_index`` (int)
+``control_rejected``     ``log_index`` (int), ``reason`` (str); optional ``command``
+                         (int: the command kind): a committed consensus entry every
+                         node's state machine refused
 =======================  =====================================================
 """
 
@@ -52,12 +62,15 @@ __all__ = [
     "CERTIFICATE_REVOKED",
     "CLUSTER_FOUNDED",
     "CONFIG_CHANGED",
+    "CONTROL_REJECTED",
     "COSIGN_REFUSED",
     "FEDERATION_CHANGED",
+    "FEDERATION_COMMITTED",
     "HANDSHAKE_REFUSED",
     "INFERENCE_SERVED",
     "KEY_ROTATED",
     "KINDS",
+    "MEMBER_COMMITTED",
     "NODE_ADMITTED",
     "PLACEMENT_COMMITTED",
     "TOKEN_CREATED",
@@ -78,6 +91,9 @@ KEY_ROTATED = "key_rotated"
 FEDERATION_CHANGED = "federation_changed"
 INFERENCE_SERVED = "inference_served"
 COSIGN_REFUSED = "cosign_refused"
+MEMBER_COMMITTED = "member_committed"
+FEDERATION_COMMITTED = "federation_committed"
+CONTROL_REJECTED = "control_rejected"
 
 
 @dataclass(frozen=True)
@@ -98,13 +114,16 @@ KINDS: Mapping[str, BodyFields] = {
     TOKEN_CREATED: _fields("token_id uses expires_at"),
     TOKEN_USED: _fields("token_id node_id"),
     HANDSHAKE_REFUSED: _fields("reason count addresses", "addresses_omitted interval_s"),
-    CERTIFICATE_REVOKED: _fields("serial node_id", "reason"),
-    PLACEMENT_COMMITTED: _fields("model placement_version", "stages"),
+    CERTIFICATE_REVOKED: _fields("serial node_id", "reason log_index"),
+    PLACEMENT_COMMITTED: _fields("model placement_version", "stages log_index"),
     CONFIG_CHANGED: _fields("keys", "by"),
     KEY_ROTATED: _fields("key new_fingerprint", "old_fingerprint"),
     FEDERATION_CHANGED: _fields("action cluster_id", "ca_fingerprint address"),
     INFERENCE_SERVED: _fields("who model"),
     COSIGN_REFUSED: _fields("node_id size reason"),
+    MEMBER_COMMITTED: _fields("node_id node_name serial log_index"),
+    FEDERATION_COMMITTED: _fields("action address ca_fingerprint log_index"),
+    CONTROL_REJECTED: _fields("log_index reason", "command"),
 }
 """Every kind and its body fields.  Append only."""
 

@@ -1,0 +1,194 @@
+"""Three real daemons on 127.0.0.1: one Raft leader, admissions committed on every
+node, a placement proposed from a follower and visible everywhere with the same
+epoch, the leader SIGKILLed and replaced with the placement intact, a restarted
+node that reloads its log before it is ready, and a revoked member refused by the
+others."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.kit import cli_json, founding_token, start_local, wait_until
+from tests.conftest import run_cli
+
+TINY_LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 256,
+    "max_position_embeddings": 512,
+    "torch_dtype": "float32",
+}
+HUGE_LLAMA = {
+    **TINY_LLAMA,
+    "hidden_size": 16384,
+    "intermediate_size": 53248,
+    "num_hidden_layers": 400,
+    "num_attention_heads": 128,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+}
+CONVERGE_S = 60
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.ids: dict[str, str] = {}
+        self.address: dict[str, str] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        self.procs[name] = start_local(self.root / name, name, *args)
+        status = self.status(name)
+        self.ids[name] = status["node_id"]
+        self.address[name] = status["listening"][0]
+
+    def status(self, name: str) -> dict[str, Any]:
+        return cli_json(self.root / name, "status")
+
+    def consensus(self, name: str) -> dict[str, Any]:
+        return self.status(name)["consensus"]
+
+    def placements(self, name: str) -> list[dict[str, Any]]:
+        return cli_json(self.root / name, "placement")["placements"]
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.communicate(timeout=30)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    root = Path(tempfile.mkdtemp(prefix="vrmr-", dir="/tmp"))
+    nodes = Cluster(root)
+    try:
+        yield nodes
+    finally:
+        for proc in nodes.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in nodes.procs.values():
+            proc.communicate(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def model_dir(root: Path, name: str, config: dict[str, Any]) -> Path:
+    directory = root / name
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def agreed_leader(cluster: Cluster, names: list[str]) -> str | None:
+    views = [cluster.consensus(n) for n in names]
+    leaders = {v["leader"] for v in views}
+    if len(leaders) != 1 or None in leaders:
+        return None
+    leader = leaders.pop()
+    roles = sorted(v["role"] for v in views)
+    return leader if roles.count("leader") == 1 else None
+
+
+def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluster) -> None:
+    cluster.start("a")
+    token = founding_token(cluster.procs["a"])
+    for name in ("b", "c"):
+        cluster.start(name, "--peer", cluster.address["a"], "--token", token)
+    names = ["a", "b", "c"]
+    everyone = sorted(cluster.ids.values())
+
+    # Admissions are committed on every node, and the stable members become voters.
+    def converged() -> bool:
+        views = [cluster.consensus(n) for n in names]
+        return all(sorted(v["members"]) == everyone and v["voters"] == everyone for v in views)
+
+    wait_until(converged, CONVERGE_S, "three committed members, all voting")
+    wait_until(lambda: agreed_leader(cluster, names) is not None, CONVERGE_S, "one leader")
+    leader_id = agreed_leader(cluster, names)
+    leader = next(n for n in names if cluster.ids[n] == leader_id)
+    follower = next(n for n in names if n != leader)
+
+    # A placement proposed on a follower is planned by the leader and committed.
+    tiny = model_dir(cluster.root, "tiny-llama", TINY_LLAMA)
+    proposed = cli_json(
+        cluster.root / follower, "placement", "propose", "--model", str(tiny),
+        "--context", "256", "--dtype", "fp32",
+    )  # fmt: skip
+    assert proposed["model"] == "tiny-llama" and proposed["epoch"] == 1
+    assert proposed["stages"][0]["first_layer"] == 0
+    assert proposed["stages"][-1]["last_layer_exclusive"] == TINY_LLAMA["num_hidden_layers"]
+    assert {s["node_id"] for s in proposed["stages"]} <= set(everyone)
+    assert proposed.pop("schema") == "vramancer.placement.v1"
+    wait_until(
+        lambda: all(cluster.placements(n) == [proposed] for n in names),
+        CONVERGE_S,
+        "the same placement epoch on every node",
+    )
+
+    # A model that fits nowhere is refused with the optimiser's shortfall.
+    huge = model_dir(cluster.root, "huge-llama", HUGE_LLAMA)
+    refused = run_cli(
+        "vramancer", "--state-dir", str(cluster.root / follower), "placement", "propose",
+        "--model", str(huge), "--dtype", "bf16",
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "does not fit" in refused.stderr and "short" in refused.stderr, refused.stderr
+
+    # SIGKILL the leader: the two others elect a new one; the placement survives.
+    cluster.stop(leader, signal.SIGKILL)
+    survivors = [n for n in names if n != leader]
+    wait_until(
+        lambda: agreed_leader(cluster, survivors) not in (None, leader_id),
+        CONVERGE_S,
+        "a new leader among the survivors",
+    )
+    for name in survivors:
+        assert cluster.placements(name) == [proposed]
+
+    # Restart it: its log is reloaded before it reports ready.
+    cluster.start(leader, "--peer", cluster.address[survivors[0]])
+    assert cluster.placements(leader) == [proposed]
+    assert cluster.consensus(leader)["applied_index"] >= proposed["log_index"]
+
+    # Revoke a non-admin member from the founder (an admin; it forwards to the leader).
+    victim = "c"
+    revoked = cli_json(cluster.root / "a", "revoke", cluster.ids[victim], "--reason", "test")
+    serial = revoked["serial"]
+    wait_until(
+        lambda: all(serial in cluster.consensus(n)["revoked_serials"] for n in names),
+        CONVERGE_S,
+        "the revocation applied on every node",
+    )
+    others = [n for n in names if n != victim]
+    wait_until(
+        lambda: all(cluster.ids[victim] not in cluster.consensus(n)["members"] for n in others),
+        CONVERGE_S,
+        "the revoked node gone from the members",
+    )
+    cluster.stop(victim)
+    cluster.start(victim, "--peer", cluster.address["a"], "--peer", cluster.address["b"])
+    wait_until(
+        lambda: any(
+            cluster.status(n)["handshakes"].get("certificate_revoked", 0) > 0 for n in others
+        ),
+        CONVERGE_S,
+        "the revoked node refused by the others",
+    )
+    kinds = [
+        r["kind"] for r in cli_json(cluster.root / "b", "audit", "tail", "-n", "50")["records"]
+    ]
+    for kind in ("member_committed", "placement_committed", "certificate_revoked"):
+        assert kind in kinds

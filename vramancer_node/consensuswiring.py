@@ -1,0 +1,353 @@
+"""Consensus in a running node: start the Raft service, admit and revoke through the
+log, plan placements on the leader, and record every committed command in the audit
+log.
+
+A mixin of :class:`vramancer_node.daemon.Node`; the substance lives in
+:mod:`vramancer_node.consensus`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from protocol.control import (
+    AdmitMember,
+    Applied,
+    CommittedPlacement,
+    FederationLinkAdd,
+    FederationLinkRemove,
+    Outcome,
+    PlacementEpoch,
+    Rejected,
+    Revoke,
+)
+from protocol.control.commands import KIND_OF
+from protocol.placement import Placement, PlacementInfeasible, ProfileError
+from protocol.raft import RaftConfig, Role
+from vramancer_node.audit import kinds
+from vramancer_node.consensus import (
+    ConsensusService,
+    ConsensusSettings,
+    PlacementRefused,
+    PlacementRequestError,
+    PlaceRequest,
+    ProposalFailed,
+    ProposalRejected,
+    RaftTransport,
+    RequestFailed,
+    VoterManager,
+    placement_view,
+    plan_epoch,
+    read_model,
+    to_placement,
+)
+from vramancer_node.logs import get_logger
+from vramancer_node.net.handshake import HandshakeFailed
+from vramancer_node.nodeparts import NodeParts
+
+log = get_logger("daemon")
+
+OP_PLACE = "place"
+SELF_ADMISSION_RETRY_S = 0.2
+
+
+class ConsensusWiring(NodeParts):
+    """Consensus duties of a node (mixed into ``Node``)."""
+
+    async def _start_consensus(self, nursery: trio.Nursery) -> None:
+        section = self.config.consensus
+        settings = ConsensusSettings(
+            tick_interval_s=section.tick_interval_s,
+            raft=RaftConfig(
+                election_ticks=section.election_ticks, heartbeat_ticks=section.heartbeat_ticks
+            ),
+            proposal_timeout_s=section.proposal_timeout_s,
+        )
+        service = ConsensusService(
+            node_id=self.identity.node_id,
+            state_dir=self.state_dir,
+            settings=settings,
+            transport=RaftTransport(self.peers, self.identity.node_id, self._member_address),
+            bootstrap=self._founds_consensus,
+            on_outcome=self._record_outcome,
+        )
+        service.request_handlers[OP_PLACE] = self._serve_place
+        self.consensus = service
+        await nursery.start(service.run)
+        voters = VoterManager(
+            service,
+            alive=self._alive_members,
+            max_voters=section.max_voters,
+            stabilisation_s=section.stabilisation_s,
+        )
+        nursery.start_soon(voters.run)
+        nursery.start_soon(self._admit_self)
+
+    def _require_consensus(self) -> ConsensusService:
+        if self.consensus is None or not self.consensus.started.is_set():
+            raise ProposalFailed("consensus has not started yet")
+        return self.consensus
+
+    # -- membership facts from gossip -------------------------------------------------
+
+    def _member_address(self, node_id: str) -> str | None:
+        member = self.gossip.core.member(node_id) if self.gossip is not None else None
+        return member.record.addresses[0] if member is not None else None
+
+    def _alive_members(self) -> set[str]:
+        if self.gossip is None:
+            return set()
+        return {m.record.node_id for m in self.gossip.core.members() if m.state.name == "ALIVE"}
+
+    def _founds_consensus(self) -> bool:
+        """A node with an empty consensus store bootstraps only if it founded the
+        cluster (the CA's first certificate, serial 1, is the founder's)."""
+        assert self.membership is not None
+        return self.admin is not None and self.membership.cert.serial == 1
+
+    # -- admission and revocation -----------------------------------------------------
+
+    async def _admit_self(self) -> None:
+        """An admin that is not a committed member yet (the founder) admits itself."""
+        assert self.consensus is not None and self.membership is not None
+        service, me = self.consensus, self.identity.node_id
+        while self.admin is not None and not service.control.is_active(me):
+            if service.raft.role is Role.LEADER:
+                try:
+                    await service.submit(
+                        AdmitMember(node_id=me, certificate=self.membership.certificate)
+                    )
+                except ProposalRejected as exc:
+                    log.error("this node's own admission was refused", extra={"detail": str(exc)})
+                    return
+                except ProposalFailed:
+                    pass
+            await trio.sleep(SELF_ADMISSION_RETRY_S)
+
+    async def _commit_admission(self, node_id: str, certificate: bytes) -> int:
+        """Commit a joiner's admission before its grant leaves; return the log index."""
+        try:
+            service = self._require_consensus()
+            applied = await service.submit(AdmitMember(node_id=node_id, certificate=certificate))
+        except (ProposalFailed, ProposalRejected) as exc:
+            raise HandshakeFailed("admission_not_committed", str(exc)) from exc
+        return applied.index
+
+    async def revoke(self, node_id: str, reason: str) -> dict[str, Any]:
+        """Revoke ``node_id``'s certificate cluster-wide (admins only).
+
+        Raises ``PermissionError`` (not an admin), ``LookupError`` (not a member),
+        :class:`ProposalRejected` or :class:`ProposalFailed`.
+        """
+        if self.admin is None:
+            raise PermissionError("only a cluster admin (holding the CA key) may revoke")
+        service = self._require_consensus()
+        member = service.control.members.get(node_id)
+        if member is None:
+            raise LookupError(f"{node_id} is not a committed member of this cluster")
+        applied = await service.submit(Revoke(serial=member.serial, reason=reason))
+        log.info("certificate revoked", extra={"member": node_id, "serial": member.serial})
+        return {"node_id": node_id, "serial": member.serial, "log_index": applied.index}
+
+    def _consensus_revoked_serials(self) -> frozenset[int]:
+        return self.consensus.control.revoked_serials() if self.consensus else frozenset()
+
+    # -- placement --------------------------------------------------------------------
+
+    def committed_placement(self, model_id: str) -> tuple[int, Placement] | None:
+        """The committed placement epoch of ``model_id`` and its stages, if any."""
+        committed = self.consensus.control.placement(model_id) if self.consensus else None
+        if committed is None:
+            return None
+        return committed.placement.epoch, to_placement(committed.placement)
+
+    async def wait_placement_change(self) -> None:
+        """Wait until the next placement epoch (of any model) is applied here."""
+        await self._require_consensus().placement_changed.wait()
+
+    async def propose_placement(
+        self, model_dir: Path, context_tokens: int, dtype: str
+    ) -> tuple[int, Placement]:
+        """Plan ``model_dir`` on the leader, commit it, return the committed epoch.
+
+        Raises :class:`PlacementRequestError` (bad request), :class:`PlacementRefused`
+        (fits nowhere: the optimiser's shortfall message), :class:`ProposalFailed`.
+        """
+        model_id = await self._commit_placement(model_dir, context_tokens, dtype)
+        result = self.committed_placement(model_id)
+        if result is None:
+            raise ProposalFailed(f"the placement of {model_id} vanished")
+        return result
+
+    async def propose_placement_view(
+        self, model_dir: Path, context_tokens: int, dtype: str
+    ) -> dict[str, Any]:
+        """:meth:`propose_placement`, answered as the API shows a placement."""
+        model_id = await self._commit_placement(model_dir, context_tokens, dtype)
+        view = self.placement_view_of(model_id)
+        if view is None:
+            raise ProposalFailed(f"the placement of {model_id} vanished")
+        return view
+
+    async def _commit_placement(self, model_dir: Path, context_tokens: int, dtype: str) -> str:
+        request = read_model(model_dir, context_tokens, dtype)
+        service = self._require_consensus()
+        with trio.move_on_after(service.settings.proposal_timeout_s) as scope:
+            index = await self._place_on_leader(service, request)
+        if scope.cancelled_caught:
+            raise ProposalFailed(
+                f"no placement committed within {service.settings.proposal_timeout_s:g} s"
+            )
+        await service.wait_applied(index)
+        return request.model_id
+
+    async def _place_on_leader(self, service: ConsensusService, request: PlaceRequest) -> int:
+        while True:
+            raft = service.raft
+            reply: dict[str, Any] | None = None
+            if raft.role is Role.LEADER:
+                reply = await self._serve_place(OP_PLACE, request.to_wire())
+            elif raft.leader_id is not None:
+                try:
+                    reply = await service.transport.request(
+                        raft.leader_id, OP_PLACE, request.to_wire()
+                    )
+                except RequestFailed as exc:
+                    log.info("forwarding to the leader failed", extra={"detail": str(exc)})
+            if reply is not None:
+                if reply.get("ok") is True and isinstance(reply.get("index"), int):
+                    return int(reply["index"])
+                error, reason = reply.get("error"), str(reply.get("reason"))
+                if error == "infeasible":
+                    raise PlacementRefused(reason)
+                if error == "bad_request":
+                    raise PlacementRequestError(reason)
+                if error == "rejected":
+                    raise ProposalRejected(reason, int(reply.get("index") or 0))
+            await trio.sleep(0.1)
+
+    async def _serve_place(self, op: str, payload: Any) -> dict[str, Any]:
+        """Leader: plan the model on the live members and commit the next epoch."""
+        service = self._require_consensus()
+        if service.raft.role is not Role.LEADER:
+            return {"ok": False, "error": "not_leader"}
+        try:
+            request = PlaceRequest.from_wire(payload)
+            previous = service.control.placement(request.model_id)
+            epoch = plan_epoch(request, self._placement_records(), previous)
+        except (PlacementRequestError, ProfileError) as exc:
+            return {"ok": False, "error": "bad_request", "reason": str(exc)}
+        except PlacementInfeasible as exc:
+            return {"ok": False, "error": "infeasible", "reason": str(exc)}
+        if epoch is None:
+            assert previous is not None
+            return {"ok": True, "index": previous.index}
+        try:
+            applied = await service.submit(epoch)
+        except ProposalRejected as exc:
+            return {"ok": False, "error": "rejected", "reason": exc.reason, "index": exc.index}
+        except ProposalFailed as exc:
+            return {"ok": False, "error": "failed", "reason": str(exc)}
+        log.info(
+            "placement committed",
+            extra={"model": epoch.model_id, "epoch": epoch.epoch, "stages": len(epoch.stages)},
+        )
+        return {"ok": True, "index": applied.index}
+
+    def _placement_records(self) -> list[Any]:
+        assert self.gossip is not None and self.consensus is not None
+        control = self.consensus.control
+        return [
+            m.record
+            for m in self.gossip.core.members()
+            if m.state.name == "ALIVE" and control.is_active(m.record.node_id)
+        ]
+
+    def placements_view(self) -> list[dict[str, Any]]:
+        """Every committed placement (schema ``vramancer.placements.v1``)."""
+        if self.consensus is None:
+            return []
+        names = {m.node_id: m.node_name for m in self.consensus.control.members.values()}
+        return [
+            placement_view(committed, names)
+            for _, committed in sorted(self.consensus.control.placements.items())
+        ]
+
+    def placement_view_of(self, model_id: str) -> dict[str, Any] | None:
+        if self.consensus is None:
+            return None
+        control = self.consensus.control
+        committed: CommittedPlacement | None = control.placement(model_id)
+        if committed is None:
+            return None
+        names = {m.node_id: m.node_name for m in control.members.values()}
+        return placement_view(committed, names)
+
+    def consensus_status(self) -> dict[str, Any] | None:
+        return self.consensus.status() if self.consensus is not None else None
+
+    # -- audit ------------------------------------------------------------------------
+
+    async def _record_outcome(self, outcome: Outcome) -> None:
+        """Append one committed command to this node's audit log."""
+        if self.audit is None:
+            return
+        kind, body = audit_record(outcome, self.consensus)
+        await self.audit.append(kind, body)
+
+
+def audit_record(outcome: Outcome, service: ConsensusService | None) -> tuple[str, dict[str, Any]]:
+    """The audit kind and body of a committed command."""
+    index = outcome.index
+    if isinstance(outcome, Rejected):
+        body: dict[str, Any] = {"log_index": index, "reason": outcome.reason[:512]}
+        if outcome.command is not None:
+            body["command"] = int(KIND_OF[type(outcome.command)])
+        return kinds.CONTROL_REJECTED, body
+    assert isinstance(outcome, Applied)
+    command = outcome.command
+    if isinstance(command, AdmitMember):
+        member = service.control.members.get(command.node_id) if service else None
+        return kinds.MEMBER_COMMITTED, {
+            "node_id": command.node_id,
+            "node_name": member.node_name if member else "",
+            "serial": member.serial if member else 0,
+            "log_index": index,
+        }
+    if isinstance(command, Revoke):
+        holder = ""
+        if service is not None:
+            holder = next(
+                (m.node_id for m in service.control.members.values() if m.serial == command.serial),
+                "",
+            )
+        return kinds.CERTIFICATE_REVOKED, {
+            "serial": command.serial,
+            "node_id": holder,
+            "reason": command.reason,
+            "log_index": index,
+        }
+    if isinstance(command, PlacementEpoch):
+        return kinds.PLACEMENT_COMMITTED, {
+            "model": command.model_id,
+            "placement_version": command.epoch,
+            "stages": [
+                {
+                    "node_id": s.node_id,
+                    "layer_begin": s.first_layer,
+                    "layer_end": s.last_layer_exclusive,
+                }
+                for s in command.stages
+            ],
+            "log_index": index,
+        }
+    assert isinstance(command, (FederationLinkAdd, FederationLinkRemove))
+    return kinds.FEDERATION_COMMITTED, {
+        "action": "linked" if isinstance(command, FederationLinkAdd) else "unlinked",
+        "address": command.link.address,
+        "ca_fingerprint": command.link.ca_fingerprint,
+        "log_index": index,
+    }

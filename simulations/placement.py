@@ -17,8 +17,10 @@ For each instance, one :class:`~protocol.placement.PlacementRequest`
 
 ``ours``
     ``protocol.placement.place`` (exact search up to 8 devices, heuristic above);
-``exo``, ``llamacpp``, ``even``
-    the splits of ``placement_baselines.py``, reproduced from their source;
+``exo``, ``exo_v1``, ``llamacpp``, ``even``
+    the splits of ``placement_baselines.py``, reproduced from their source (``exo``
+    is the ring memory-weighted split the issue names, ``exo_v1`` the smallest-cycle
+    rule of exo 1.x);
 ``brute_force``
     ``placement_brute.py``, on instances whose enumeration stays within
     ``--brute-force-max`` candidate splits (``null`` elsewhere);
@@ -30,7 +32,7 @@ Summary (the JSON ``summary`` keys)
 -----------------------------------
 ``instances``
     (cluster, model) pairs run.
-``median_speedup_vs_exo`` / ``_vs_llamacpp`` / ``_vs_even``
+``median_speedup_vs_exo`` / ``_vs_exo_v1`` / ``_vs_llamacpp`` / ``_vs_even``
     median of ``ours tokens/s / baseline tokens/s`` over *heterogeneous* instances
     (more than one device kind) where both fit; ``..._all`` over every instance.
 ``max_gap_to_optimal``
@@ -69,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from protocol.placement import ModelProfile
 from protocol.placement.request import CONTEXT_TOKENS_MAX, DEFAULT_HEADROOM_FRACTION
-from simulations.placement_baselines import even_split, exo_split, llamacpp_split
+from simulations.placement_baselines import even_split, exo_split, exo_v1_split, llamacpp_split
 from simulations.placement_brute import brute_force, work
 from simulations.placement_catalogue import MODELS
 from simulations.placement_cluster import THROUGHPUT_MODELS, Cluster, draw_cluster, request_for
@@ -82,8 +84,8 @@ from simulations.placement_costing import (
     split_fits,
 )
 
-METHODS = ("ours", "exo", "llamacpp", "even", "brute_force")
-BASELINES = ("exo", "llamacpp", "even")
+METHODS = ("ours", "exo", "exo_v1", "llamacpp", "even", "brute_force")
+BASELINES = ("exo", "exo_v1", "llamacpp", "even")
 NODES_MIN, NODES_MAX = 2, 16
 DEFAULT_NODES = "2,3,4,5,6,8,12"
 DEFAULT_CLUSTERS = 6
@@ -155,9 +157,15 @@ def run_instance(
         "llamacpp": evaluate(
             request, problem, llamacpp, note="output layer folded" if output_alone else ""
         ),
+        "exo_v1": None,
         "even": evaluate(request, problem, even_split(list(free), layers)),
         "brute_force": None,
     }
+    exo_v1 = exo_v1_split(free, model.weight_bytes, layers)
+    if exo_v1 is None:
+        outcomes["exo_v1"] = Outcome(split=None, feasible=False, decode_s=None, note="refused")
+    else:
+        outcomes["exo_v1"] = evaluate(request, problem, exo_v1)
     if work(len(cluster.nodes), layers) <= args.brute_force_max:
         found = brute_force(request)
         if found is None:

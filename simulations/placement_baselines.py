@@ -34,6 +34,20 @@ llama.cpp, default ``--tensor-split``
     llama.cpp moves activations between RPC servers through the host (a star); the
     shared cost model charges one direct hop instead, which flatters llama.cpp.
 
+exo 1.x, smallest cycle (``exo_v1``; not asked for by the issue, added because it is
+    what exo runs today)
+    ``src/exo/master/placement.py::place_instance`` and ``placement_utils.py``
+    (exo-explore/exo): among the topology's cycles whose summed ``ram_available``
+    covers the model's storage size (weights only), keep those with the fewest nodes,
+    take the one with the most ``ram_available`` (the first met on ties), and give
+    each node layers in proportion to its ``ram_available`` by largest remainder, at
+    least one each (``allocate_layers_proportionally``); a node whose
+    ``storage x layers // L`` exceeds its ``ram_available`` makes exo refuse.  On a
+    switched LAN every subset of nodes is a cycle; its order here is node-id order
+    (exo's comes from its topology graph).  ``ram_available`` is what the device
+    reports free.  exo 1.x itself runs on Apple silicon (MLX); only its rule is
+    applied here.
+
 even split
     every node in node-id order, ``L // n`` layers each, the first ``L % n`` nodes one
     more (``benchmarks/placement.py``'s naive baseline).
@@ -127,6 +141,50 @@ def llamacpp_split(free_bytes: dict[str, int], num_layers: int) -> tuple[Split, 
     output_alone = counts[devices[num_layers]] == 0
     split = tuple((node_id, n) for node_id, n in zip(order, counts, strict=True) if n > 0)
     return _contiguous(split, num_layers), output_alone
+
+
+def exo_v1_split(
+    available_bytes: dict[str, int], storage_bytes: int, num_layers: int
+) -> Split | None:
+    """exo 1.x's placement, or ``None`` where exo refuses (no cycle fits, too few layers)."""
+    ids = sorted(available_bytes)
+    for size in range(1, len(ids) + 1):
+        cycles = [
+            cycle
+            for cycle in itertools.combinations(ids, size)
+            if sum(available_bytes[node_id] for node_id in cycle) >= storage_bytes
+        ]
+        if cycles:
+            break
+    else:
+        return None
+    chosen = max(cycles, key=lambda cycle: sum(available_bytes[node_id] for node_id in cycle))
+    if num_layers < len(chosen):
+        return None
+    total = sum(available_bytes[node_id] for node_id in chosen)
+    counts = exo_allocate_layers(
+        [available_bytes[node_id] / total for node_id in chosen], num_layers
+    )
+    for node_id, layers in zip(chosen, counts, strict=True):
+        if storage_bytes * layers // num_layers > available_bytes[node_id]:
+            return None
+    return _contiguous(tuple(zip(chosen, counts, strict=True)), num_layers)
+
+
+def exo_allocate_layers(memory_fractions: Sequence[float], total_layers: int) -> list[int]:
+    """exo 1.x's ``allocate_layers_proportionally``: largest remainder, one layer at least."""
+    count = len(memory_fractions)
+    raw = [fraction * total_layers for fraction in memory_fractions]
+    result = [int(value) for value in raw]
+    by_remainder = sorted(range(count), key=lambda i: raw[i] - result[i], reverse=True)
+    for i in range(total_layers - sum(result)):
+        result[by_remainder[i]] += 1
+    for i in range(count):
+        if result[i] == 0:
+            largest = max(range(count), key=lambda j: result[j])
+            result[largest] -= 1
+            result[i] = 1
+    return result
 
 
 def even_split(node_ids: Sequence[str], num_layers: int) -> Split:

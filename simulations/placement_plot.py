@@ -13,7 +13,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-BASELINE_STYLES = (("exo", "tab:orange"), ("llamacpp", "tab:green"), ("even", "tab:gray"))
+BASELINE_STYLES = (
+    ("exo", "tab:orange"),
+    ("exo_v1", "tab:red"),
+    ("llamacpp", "tab:green"),
+    ("even", "tab:gray"),
+)
 
 
 def plot(
@@ -35,7 +40,7 @@ def plot(
             ]
             if speedups:
                 data.append(speedups)
-                positions.append(index + (offset - 1) * width)
+                positions.append(index + (offset - (len(BASELINE_STYLES) - 1) / 2) * width)
         if data:
             boxes = left.boxplot(
                 data, positions=positions, widths=width * 0.9, patch_artist=True, sym="."

@@ -23,7 +23,9 @@ import pytest
 from protocol.placement import DeviceResources, Links, ModelProfile, NodeResources, PlacementRequest
 from simulations.placement_baselines import (
     even_split,
+    exo_allocate_layers,
     exo_split,
+    exo_v1_split,
     llamacpp_layer_devices,
     llamacpp_split,
 )
@@ -40,6 +42,7 @@ GIB = 2**30
 MIB = 2**20
 GAP_MAX = 0.01
 TIE_TOLERANCE = 1e-9
+BASELINES = ("exo", "exo_v1", "llamacpp", "even")
 
 
 # --- the baselines, by hand -----------------------------------------------------------
@@ -59,6 +62,22 @@ def test_exo_breaks_memory_ties_by_descending_node_id() -> None:
 def test_exo_skips_an_empty_shard() -> None:
     # ends 0.98522, 0.99507, 1.0 of 4 layers: b's shard is int(3.94)..int(3.98) - 1, empty.
     assert exo_split({"a": 1000 * MIB, "b": 10 * MIB, "c": 5 * MIB}, 4) == (("a", 3), ("c", 1))
+
+
+def test_exo_v1_takes_the_fewest_nodes_then_the_most_available_memory() -> None:
+    available = {"a": 20 * GIB, "b": 10 * GIB, "c": 30 * GIB}
+    assert exo_v1_split(available, 25 * GIB, 10) == (("c", 10),)
+    # No single node holds 35 GiB; of the pairs that do, a + c has the most memory:
+    # fractions 0.4 / 0.6 of 10 layers.
+    assert exo_v1_split(available, 35 * GIB, 10) == (("a", 4), ("c", 6))
+    assert exo_v1_split(available, 61 * GIB, 10) is None
+
+
+def test_exo_v1_allocates_by_largest_remainder_and_one_layer_at_least() -> None:
+    # 10/3 each: floors 3, 3, 3; the one spare layer goes to the first (stable sort).
+    assert exo_allocate_layers([1 / 3, 1 / 3, 1 / 3], 10) == [4, 3, 3]
+    # 0.02 * 10 floors to 0 and takes a layer from the largest.
+    assert exo_allocate_layers([0.98, 0.02], 10) == [9, 1]
 
 
 def test_llamacpp_puts_rpc_servers_first_and_splits_by_free_memory() -> None:
@@ -183,6 +202,7 @@ def test_prints_seed_parameters_and_summary(
     assert summary["instances"] == len(document["instances"]) == 4 * 3 * 4
     for key in (
         "median_speedup_vs_exo",
+        "median_speedup_vs_exo_v1",
         "median_speedup_vs_llamacpp",
         "max_gap_to_optimal",
         "infeasible_where_baseline_feasible",
@@ -197,7 +217,7 @@ def test_ours_fits_wherever_a_baseline_fits(
     assert document["summary"]["infeasible_where_baseline_feasible"] == 0
     for row in document["instances"]:
         speeds = row["tokens_per_s"]
-        if any(speeds[m] is not None for m in ("exo", "llamacpp", "even", "brute_force")):
+        if any(speeds[m] is not None for m in (*BASELINES, "brute_force")):
             assert speeds["ours"] is not None, row
 
 
@@ -212,7 +232,7 @@ def test_ours_is_never_slower_than_a_baseline_or_brute_force(
         speeds = row["tokens_per_s"]
         if speeds["ours"] is None:
             continue
-        for method in ("exo", "llamacpp", "even"):
+        for method in BASELINES:
             if speeds[method] is not None:
                 assert speeds["ours"] >= speeds[method] * (1 - 1e-3), (method, row)
         if speeds["brute_force"] is not None:

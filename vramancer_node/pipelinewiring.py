@@ -45,7 +45,7 @@ class PipelineWiring(NodeParts):
     def _init_pipeline(self) -> None:
         """Called from ``Node.__init__``: nothing runs yet."""
         self.models = ModelRegistry(self.config.runtime.models)
-        self.placements = LocalPlacementSource(self._live_member_records)
+        self.placements = LocalPlacementSource(self._live_member_records, self._epoch_seen)
         self.stage_host = None
         self.driver = None
 
@@ -117,6 +117,9 @@ class PipelineWiring(NodeParts):
             return None
         address: str = member.record.addresses[0]
         return address
+
+    def _epoch_seen(self, model_id: str) -> int:
+        return self.stage_host.epoch_of(model_id) if self.stage_host is not None else 0
 
     def _live_member_records(self) -> list[MemberRecord]:
         if self.gossip is None:

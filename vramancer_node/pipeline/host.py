@@ -17,10 +17,12 @@ the placement epoch, the whole route and which stage the receiver is.  The host:
    final chunk) and sends a token result upstream; middle stages relay it, adding
    their own compute time in front of the list.  An error travels back the same way.
 
-Epoch fencing: the epoch a node runs for a model is the committed placement's, when
-its :class:`~vramancer_node.pipeline.placements.PlacementSource` has one; otherwise the
-highest epoch any open has brought (a newer epoch replaces the loaded stage).  An open,
-or any later message, under another epoch is refused with ``stale_epoch``.
+Epoch fencing: the epoch a node runs for a model is the highest of the committed
+placement's (from its :class:`~vramancer_node.pipeline.placements.PlacementSource`)
+and the epochs opens have brought; a newer epoch replaces the loaded stage.  An open
+under an older epoch is refused with ``stale_epoch``, and so is every later message of
+a session whose epoch is no longer the one in force.  Under the committed epoch itself
+the stage must be the one the committed placement gives this node.
 
 Error handling
 --------------
@@ -88,6 +90,10 @@ TRANSPORT_ERRORS = (
 )
 
 
+DRAIN_TIMEOUT_S = 10.0
+"""Longest a refused session is drained before it is closed (see ``_drain``)."""
+
+
 class Refusal(Exception):
     """End the session with an ERROR message ``code: detail`` sent upstream."""
 
@@ -136,6 +142,10 @@ class StageHost:
         self._loaded: dict[str, LoadedStage] = {}
         self._epochs: dict[str, int] = {}
         self._load_locks: dict[str, trio.Lock] = collections.defaultdict(trio.Lock)
+
+    def epoch_of(self, model_id: str) -> int:
+        """The highest placement epoch of ``model_id`` this host has run (0: none)."""
+        return self._epochs.get(model_id, 0)
 
     def register(self) -> None:
         self.peers.register(SERVICE_STAGE, self.serve_session, session_timeout_s=None)
@@ -218,30 +228,25 @@ class StageHost:
         self._check_epoch(opened)
 
     def _check_epoch(self, opened: StageOpen) -> None:
+        """Refuse an epoch below the one in force here (committed, or the highest seen)."""
         committed = self.placements.committed_placement(opened.model_id)
-        if committed is not None:
-            epoch, placement = committed
-            if opened.epoch != epoch:
-                raise Refusal(
-                    "stale_epoch",
-                    f"{opened.model_id}: this node runs placement epoch {epoch}, "
-                    f"the request epoch {opened.epoch}",
-                )
-            ours = [s for s in placement.stages if s.node_id == self.node_id]
+        floor = max(committed[0] if committed else 0, self._epochs.get(opened.model_id, 0))
+        if opened.epoch < floor:
+            raise Refusal(
+                "stale_epoch",
+                f"{opened.model_id}: this node runs placement epoch {floor}, "
+                f"the request epoch {opened.epoch}",
+            )
+        if committed is not None and committed[0] == opened.epoch:
+            ours = [s for s in committed[1].stages if s.node_id == self.node_id]
             asked = opened.stage
             if not ours or (ours[0].first_layer, ours[0].last_layer_exclusive) != (
                 asked.first_layer,
                 asked.last_layer_exclusive,
             ):
-                raise Refusal("not_assigned", f"epoch {epoch} assigns other layers to this node")
-            return
-        known = self._epochs.get(opened.model_id)
-        if known is not None and opened.epoch < known:
-            raise Refusal(
-                "stale_epoch",
-                f"{opened.model_id}: this node runs placement epoch {known}, "
-                f"the request epoch {opened.epoch}",
-            )
+                raise Refusal(
+                    "not_assigned", f"epoch {opened.epoch} assigns other layers to this node"
+                )
 
     @contextlib.asynccontextmanager
     async def _downstream(self, opened: StageOpen) -> AsyncIterator[SecureStream]:
@@ -282,7 +287,8 @@ class StageHost:
                     return
                 await self._handle(upstream, downstream, loaded, session, frame)
         except _Relayed:
-            return
+            with contextlib.suppress(*TRANSPORT_ERRORS, RemoteProtocolError):
+                await _drain(upstream)
         finally:
             self.sessions.close(session)
 
@@ -476,8 +482,21 @@ class StageHost:
             code=refusal.code,
             detail=refusal.detail,
         )
-        with contextlib.suppress(*TRANSPORT_ERRORS):
+        with contextlib.suppress(*TRANSPORT_ERRORS, RemoteProtocolError):
             await _send(secure, header, b"")
+            await _drain(secure)
+
+
+async def _drain(secure: SecureStream) -> None:
+    """Read and drop what the upstream hop still sends until it ends the session.
+
+    Closing right after an ERROR would reset a connection the upstream hop is still
+    writing to, and a reset can destroy the ERROR before it is read.  The upstream hop
+    reads the ERROR when it next waits for an answer, then ends the session.
+    """
+    with trio.move_on_after(DRAIN_TIMEOUT_S):
+        while not isinstance(await secure.receive_frame(), EndOfStream):
+            pass
 
 
 class _Relayed(Exception):

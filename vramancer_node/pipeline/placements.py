@@ -11,9 +11,10 @@ so switching to the committed placements is one line in
 Until then :class:`LocalPlacementSource` is this node's own book of placements:
 
 * *explicit*: a placement given as JSON (``PUT /v1/pipeline/placements/{model}``,
-  ``vramancer-node demo``) with its epoch, or the previous epoch + 1;
+  ``vramancer-node demo``) with its epoch, or else one above every epoch this node
+  has known for the model (its own placements, and the epochs its stages ran);
 * *computed*: :func:`protocol.placement.place` over the gossiped member records,
-  epoch 1 for a model's first placement (previous + 1 after that);
+  epoch 1 for a model's first placement (numbered like an explicit one after that);
 * *even*: the layers split as evenly as possible over given nodes, in the given order
   (the demo and tests, where every node is the same CPU and the optimiser would
   rightly put a tiny model on one node).
@@ -62,8 +63,15 @@ class PlacementSource(Protocol):
 class LocalPlacementSource:
     """This node's own placements (see the module docstring)."""
 
-    def __init__(self, records: Callable[[], Iterable[MemberRecord]]) -> None:
+    def __init__(
+        self,
+        records: Callable[[], Iterable[MemberRecord]],
+        epoch_seen: Callable[[str], int] = lambda model_id: 0,
+    ) -> None:
         self._records = records
+        self._epoch_seen = epoch_seen
+        """The highest epoch of a model this node has run (as a stage); a new local
+        placement takes a higher one, so the stages take it up."""
         self._placements: dict[str, tuple[int, Placement]] = {}
 
     def committed_placement(self, model_id: str) -> tuple[int, Placement] | None:
@@ -75,10 +83,10 @@ class LocalPlacementSource:
     def set_placement(
         self, model_id: str, placement: Placement, epoch: int | None = None
     ) -> tuple[int, Placement]:
-        """Put ``placement`` in force, at ``epoch`` or the previous epoch + 1."""
+        """Put ``placement`` in force, at ``epoch`` or one above any epoch known here."""
         previous = self._placements.get(model_id)
         if epoch is None:
-            epoch = previous[0] + 1 if previous else 1
+            epoch = max(previous[0] if previous else 0, self._epoch_seen(model_id)) + 1
         if epoch < 1:
             raise ValueError(f"epoch must be >= 1, got {epoch}")
         self._placements[model_id] = (epoch, placement)

@@ -12,11 +12,15 @@ Endpoints
 ``GET /readyz``     readiness: 200 once every service has started, else 503.
 ``POST /v1/tokens`` a join token ``{"ttl_s": int, "uses": int}`` (admin nodes only).
 ``GET /v1/cluster/peers``  every member this node knows, with its state and devices.
+``GET /metrics``    Prometheus text exposition (:mod:`vramancer_node.metrics`).
 ``GET /v1/cluster/clock``  each live member's clock offset and versions
 (:mod:`vramancer_node.clockskew`; ``vramancer-node doctor`` reads it).
 ``/v1/consensus``, ``/v1/placement``, ``/v1/revocations``  consensus
 (:mod:`vramancer_node.consensus.routes`).
 ``POST /v1/generate``, ``/v1/pipeline/*``  the pipeline (:mod:`vramancer_node.pipeline.routes`).
+``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``  OpenAI-compatible
+(:mod:`vramancer_node.serving.openai`; no ``schema`` key: OpenAI's shapes).
+``/v1/weights``, ``/v1/weights/fetch``  weight distribution (:mod:`vramancer_node.weights.routes`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,11 @@ from vramancer_node.clockskew import clock_routes
 from vramancer_node.cluster import TOKEN_TTL_S_DEFAULT, TOKEN_USES_DEFAULT
 from vramancer_node.consensus.routes import consensus_routes
 from vramancer_node.logs import new_trace_id, trace_id_var
+from vramancer_node.metrics.server import metrics_route
 from vramancer_node.pipeline.routes import pipeline_routes
+from vramancer_node.serving.openai import openai_routes
+from vramancer_node.serving.pipeline import PipelineGenerator
+from vramancer_node.weights.routes import weights_routes
 
 if TYPE_CHECKING:
     from vramancer_node.daemon import Node
@@ -96,9 +104,12 @@ def create_app(node: Node) -> Starlette:
             Route("/v1/status", status),
             Route("/v1/cluster/peers", peers),
             *clock_routes(lambda: node),
+            metrics_route(node.metrics),
             *audit_routes(lambda: node.audit),
             *consensus_routes(node),
             *pipeline_routes(node),
+            *openai_routes(lambda: PipelineGenerator(node)),
+            *weights_routes(node),
             Route("/v1/tokens", create_token, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -18,6 +18,7 @@ States: ``starting`` -> ``running`` -> ``stopping``.
 
 from __future__ import annotations
 
+import functools
 import signal
 import socket
 from collections.abc import Callable
@@ -52,6 +53,10 @@ from vramancer_node.enrolment import Enrolment, token_audit_body
 from vramancer_node.layout import API_SOCKET_NAME
 from vramancer_node.logs import get_logger, new_trace_id, node_id_var, trace_id_var
 from vramancer_node.membership import MembershipService
+from vramancer_node.metrics import NodeMetrics
+from vramancer_node.metrics.cluster import register_cluster_collectors
+from vramancer_node.metrics.node import register_node_collectors
+from vramancer_node.metrics.server import serve_metrics
 from vramancer_node.net.handshake import (
     Credentials,
     HandshakeFailed,
@@ -60,6 +65,7 @@ from vramancer_node.peering import PeerService, wall_clock
 from vramancer_node.pipelinewiring import PipelineWiring
 from vramancer_node.sdnotify import NO_NOTIFY, Notifier
 from vramancer_node.statelock import StateLock
+from vramancer_node.weightswiring import WeightsWiring
 
 log = get_logger("daemon")
 
@@ -74,7 +80,7 @@ def _print_line(text: str) -> None:
     print(text, flush=True)
 
 
-class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring):
+class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWiring):
     """A running node: its identity, configuration and the services it owns."""
 
     def __init__(
@@ -121,7 +127,12 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring):
             timeout_s=config.network.connect_timeout_s,
         )
         self.peers.register(SERVICE_CLOCK, make_clock_handler())
+        self.metrics = NodeMetrics()
+        self.metrics_listening: list[str] = []
+        register_node_collectors(self.metrics, self)
+        register_cluster_collectors(self.metrics, self)
         self._init_pipeline()
+        self._init_weights()
 
     @property
     def api_socket_path(self) -> Path:
@@ -160,6 +171,7 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring):
             "peers": list(self.config.network.peers),
             "mdns": self.config.discovery.mdns,
             "state_dir": str(self.state_dir),
+            "metrics_listening": list(self.metrics_listening),
         }
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -171,6 +183,12 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring):
             # The API drains on its own when shutdown is requested (it watches the
             # same event); the other services are cancelled then.
             await nursery.start(self._serve_api)
+            if self.config.api.metrics_listen is not None:
+                self.metrics_listening = await nursery.start(
+                    functools.partial(serve_metrics, shutdown_trigger=self.shutdown_requested),
+                    self.metrics,
+                    self.config.api.metrics_listen,
+                )
             async with trio.open_nursery() as services:
                 await self._start_audit(services)
                 await services.start(self.peers.serve)
@@ -182,6 +200,7 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring):
                 await services.start(self.gossip.run)
                 await self._start_consensus(services)
                 self._start_pipeline()
+                self._start_weights(services)
                 if self.config.discovery.mdns:
                     await services.start(self._run_discovery)
                 services.start_soon(self._cosign_loop)

@@ -64,6 +64,9 @@ def demo(
     top_k: int = typer.Option(0, "--top-k", help="Keep the k most likely tokens; 0: all."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass; 1: all."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
+    threads: int = typer.Option(
+        1, "--threads", help="Torch CPU threads per node (runtime.threads; 0: torch's default)."
+    ),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Start a local cluster, generate through a pipeline spanning it, stop it."""
@@ -77,7 +80,9 @@ def demo(
     root = Path(tempfile.mkdtemp(prefix="vrm-demo-", dir="/tmp"))
     try:
         model_dir = _model(root, model, say)
-        with _cluster(root, nodes, model_dir, say) as states:
+        config = root / "node.toml"
+        config.write_text(f"[runtime]\nthreads = {max(0, threads)}\n")
+        with _cluster(root, nodes, model_dir, config, say) as states:
             result = _run(states, model_dir.name, prompt, max_tokens,
                           temperature, top_k, top_p, seed, say, json_out)  # fmt: skip
         say("all nodes stopped (SIGTERM)")
@@ -116,22 +121,22 @@ def _model(root: Path, model: Path | None, say: Any) -> Path:
 
 
 @contextmanager
-def _cluster(root: Path, count: int, model_dir: Path, say: Any) -> Iterator[list[Path]]:
+def _cluster(
+    root: Path, count: int, model_dir: Path, config: Path, say: Any
+) -> Iterator[list[Path]]:
     procs: list[subprocess.Popen[bytes]] = []
     states = [root / f"n{i + 1}" for i in range(count)]
     try:
         say(f"starting node 1 of {count}: it founds the cluster")
-        procs.append(_start(states[0], "demo-1", model_dir))
+        procs.append(_start(states[0], "demo-1", model_dir, "--config", str(config)))
         _wait_ready(states[0], procs[0])
         founder = api_get(states[0], "/v1/status")
         address = founder["listening"][0]
         for index in range(1, count):
             token = api_post(states[0], "/v1/tokens", {"ttl_s": 600, "uses": 1})["token"]
             say(f"starting node {index + 1}: joins {address} with a token")
-            procs.append(
-                _start(states[index], f"demo-{index + 1}", model_dir, "--peer", address,
-                       "--token", token)
-            )  # fmt: skip
+            extra = ("--config", str(config), "--peer", address, "--token", token)
+            procs.append(_start(states[index], f"demo-{index + 1}", model_dir, *extra))
         for state, proc in zip(states[1:], procs[1:], strict=True):
             _wait_ready(state, proc)
         _wait_members(states[0], count)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Developer entry point: set up, run the demo, run the tests.
 #
-#   scripts/dev.sh demo    set everything up, found a cluster, join a second node, show both
+#   scripts/dev.sh demo    set everything up, start 3 local nodes, generate through a pipeline
+#                          spanning them (vramancer-node demo; options pass through)
 #   scripts/dev.sh test    set everything up, run every quality gate and the test suite
 #   scripts/dev.sh setup   only set up (.venv with the package, its test tools, CPU torch)
 #
@@ -57,53 +58,29 @@ setup() {
     rm -f "$VENV"/.installed-*
     touch "$stamp"
   fi
+  install_promtool
 }
 
-start_node() {  # start_node NAME STATE_DIR [join args...]: background node, waits for its API
-  local name=$1 state=$2
-  shift 2
-  "$VENV/bin/vramancer-node" join --state-dir "$state" --preset local --name "$name" \
-    --listen 127.0.0.1:0 --log-format text "$@" >"$state.out" 2>"$state.log" &
-  echo $! >"$state.pid"
-  for _ in $(seq 1 150); do
-    [ -S "$state/api.sock" ] && "$VENV/bin/vramancer" --state-dir "$state" status --json 2>/dev/null \
-      | grep -q '"state": "running"' && return 0
-    kill -0 "$(cat "$state.pid")" 2>/dev/null || { cat "$state.out" "$state.log" >&2; say "$name did not start"; exit 1; }
-    sleep 0.1
-  done
-  say "$name did not start within 15 s"; exit 1
+install_promtool() {
+  # promtool (metrics and alert-rule checks in the suite) from Debian's prometheus
+  # package, unpacked into the venv: never installed as a package, never run as a server.
+  [ -x "$VENV/bin/promtool" ] && return 0
+  command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 || return 0
+  local tmp
+  tmp=$(mktemp -d)
+  say "fetching promtool (apt-get download prometheus)"
+  if (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1); then
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    install -m 0755 "$tmp/x/usr/bin/promtool" "$VENV/bin/promtool"
+  else
+    say "could not download prometheus (apt-get update first?); the promtool tests will say so"
+  fi
+  rm -rf "$tmp"
 }
 
-stop_node() {
-  local state=$1 pid
-  pid=$(cat "$state.pid" 2>/dev/null) || return 0
-  kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rm -f "$state.pid"
-}
-
-demo() {
-  local token address
-  root=$(mktemp -d /tmp/vramancer-demo.XXXXXX)
-  founder="$root/founder"
-  joiner="$root/joiner"
-  trap 'stop_node "${joiner:-}"; stop_node "${founder:-}"; rm -rf "${root:-}"' EXIT
-  say "node 1 founds a cluster: vramancer-node join --name founder"
-  start_node founder "$founder"
-  cat "$founder.out"
-  token=$(grep -o 'vrm1\.[^ ]*' "$founder.out")
-  address=$("$VENV/bin/vramancer" --state-dir "$founder" status --json | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["listening"][0])')
-  say "node 2 joins it: vramancer-node join --name joiner --peer $address --token <token>"
-  start_node joiner "$joiner" --peer "$address" --token "$token"
-  say "vramancer status (node 1)"
-  "$VENV/bin/vramancer" --state-dir "$founder" status
-  say "vramancer status --json (node 2)"
-  "$VENV/bin/vramancer" --state-dir "$joiner" status --json
-  say "stopping both nodes (SIGTERM)"
-  stop_node "$joiner"
-  stop_node "$founder"
-  say "node 2's log"
-  cat "$joiner.log" >&2
-  say "demo finished"
+demo() {  # demo [vramancer-node demo options]: a local 3-node cluster, one pipelined generation
+  say "vramancer-node demo $*"
+  "$VENV/bin/vramancer-node" demo "$@"
 }
 
 gates() {
@@ -119,7 +96,7 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   setup) setup ;;
-  demo) setup; demo ;;
+  demo) setup; demo "$@" ;;
   lint) setup; gates ;;
   test)
     setup
@@ -127,5 +104,5 @@ case "$cmd" in
     say "pytest (warnings are errors)"
     "$VENV/bin/python" -m pytest -W error "$@"
     ;;
-  *) echo "usage: scripts/dev.sh demo|test|setup|lint [pytest args]" >&2; exit 1 ;;
+  *) echo "usage: scripts/dev.sh demo [demo options]|test [pytest args]|setup|lint" >&2; exit 1 ;;
 esac

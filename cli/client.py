@@ -25,6 +25,7 @@ from cli.common import (
 )
 from cli.generate import generate
 from cli.placement import placement_app, revoke
+from cli.weights import weights_app
 from vramancer_node import PROTOCOL_VERSION, __version__
 
 app = typer.Typer(
@@ -152,6 +153,7 @@ token_app = typer.Typer(help="Join tokens for new nodes.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
 app.add_typer(placement_app, name="placement")
+app.add_typer(weights_app, name="weights")
 app.command("revoke")(revoke)
 app.command("generate")(generate)
 

@@ -27,6 +27,7 @@ from vramancer_node.weights import (
     FetchProgress,
     NoSourceError,
     PeerRefusedError,
+    WeightsError,
     WeightsServer,
     WeightsStore,
 )
@@ -70,6 +71,9 @@ class WeightsWiring(NodeParts):
     weights_store: WeightsStore
     weights_server: WeightsServer
     fetcher: Fetcher
+    fetch_jobs: dict[str, dict[str, Any]]
+    """Background fetches by model: ``state`` running, done or failed, and ``error``."""
+    _weights_nursery: trio.Nursery | None
 
     def _init_weights(self) -> None:
         """Called from ``Node.__init__``: nothing runs yet."""
@@ -77,11 +81,37 @@ class WeightsWiring(NodeParts):
         self.weights_store = WeightsStore(self.state_dir, lambda: models)
         self.weights_server = WeightsServer(self.weights_store)
         self.fetcher = Fetcher(self.peers, _log_progress)
+        self.fetch_jobs = {}
+        self._weights_nursery = None
 
     def _start_weights(self, nursery: trio.Nursery) -> None:
         """Serve the ``weights`` service (the peer listener runs)."""
         self.peers.register(SERVICE_WEIGHTS, self.weights_server.serve_session)
+        self._weights_nursery = nursery
         nursery.start_soon(self._hash_configured_models)
+
+    def start_fetch(self, model_id: str, files: Sequence[str] | None = None) -> dict[str, Any]:
+        """Fetch in the background (``ensure_model_files``); the job's state is in
+        :attr:`fetch_jobs`.  A fetch of the same model already running is reused."""
+        self.weights_store.fetched_directory(model_id)  # ValueError for a bad id, now
+        job = self.fetch_jobs.get(model_id)
+        if job is not None and job["state"] == "running":
+            return job
+        if self._weights_nursery is None:
+            raise RuntimeError("the node is not running yet")
+        job = {"model": model_id, "state": "running", "error": None}
+        self.fetch_jobs[model_id] = job
+
+        async def run() -> None:
+            try:
+                await self.ensure_model_files(model_id, files)
+                job["state"] = "done"
+            except (WeightsError, OSError, ValueError) as exc:  # never the daemon's end
+                job.update(state="failed", error=str(exc))
+                log.warning("weights fetch failed", extra={"model": model_id, "detail": str(exc)})
+
+        self._weights_nursery.start_soon(run)
+        return job
 
     async def _hash_configured_models(self) -> None:
         for model_id in self.weights_store.model_ids():
@@ -167,6 +197,7 @@ class WeightsWiring(NodeParts):
                 }
                 for p in self.fetcher.progress.values()
             ],
+            "jobs": sorted(self.fetch_jobs.values(), key=lambda job: str(job["model"])),
             "bytes_fetched": self.fetcher.bytes_fetched,
             "corrupt_transfers": self.fetcher.corrupt_transfers,
             "served": dict(sorted(self.weights_server.stats.items())),

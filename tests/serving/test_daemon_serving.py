@@ -10,6 +10,7 @@ and gets byte-identical, verified files.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import run_cli
 from tests.pipeline.kit import Daemon, api, reference_tokens, start_cluster, stop_cluster
 from tests.serving.kit import write_model
 from vramancer_node.serving.tokenizer import load_tokenizer
@@ -97,22 +99,37 @@ def test_every_node_serves_the_api(cluster: tuple[Path, list[Daemon]]) -> None:
 
 def test_a_node_fetches_the_checkpoint_from_a_member(cluster: tuple[Path, list[Daemon]]) -> None:
     model, daemons = cluster
-    status, body = api(daemons[1].state, "POST", "/v1/weights/fetch", {"model": MODEL})
-    assert status == 200, body
-    fetched = Path(body["directory"])
+    p2 = str(daemons[1].state)
+    result = run_cli("vramancer", "--state-dir", p2, "weights", "fetch", MODEL, "--json")
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert job["state"] == "done" and job["model_info"]["configured"] is False
+    fetched = Path(job["model_info"]["directory"])
     assert fetched == daemons[1].state / "models" / MODEL
     originals = sorted(p.name for p in model.iterdir())
-    assert body["files"] == originals
+    assert sorted(p.name for p in fetched.iterdir()) == originals  # no .part left
     for name in originals:
         original = hashlib.sha256((model / name).read_bytes()).digest()
         assert hashlib.sha256((fetched / name).read_bytes()).digest() == original
-    _, weights = api(daemons[1].state, "GET", "/v1/weights")
-    [held] = weights["models"]
-    assert held["model"] == MODEL and held["configured"] is False
     _, served = api(daemons[0].state, "GET", "/v1/weights")
     assert served["served"]["bytes_served"] == sum((model / n).stat().st_size for n in originals)
-    assert held["manifest_sha256"] == served["models"][0]["manifest_sha256"]
+    assert job["model_info"]["manifest_sha256"] == served["models"][0]["manifest_sha256"]
+    listing = run_cli("vramancer", "--state-dir", p2, "weights")
+    assert listing.returncode == 0 and MODEL in listing.stdout and "fetched" in listing.stdout
+    # Fetching again finds every file in place; the blocking API form says where.
+    status, body = api(daemons[1].state, "POST", "/v1/weights/fetch", {"model": MODEL})
+    assert status == 200 and body["files"] == originals
+    assert body["directory"] == str(fetched)
+
+
+def test_fetch_errors(cluster: tuple[Path, list[Daemon]]) -> None:
+    _, daemons = cluster
+    p2 = str(daemons[1].state)
+    result = run_cli("vramancer", "--state-dir", p2, "weights", "fetch", "absent")
+    assert result.returncode == 1 and "no live member has model 'absent'" in result.stderr
     status, body = api(daemons[1].state, "POST", "/v1/weights/fetch", {"model": "absent"})
     assert status == 404 and body["code"] == "no_source"
     status, body = api(daemons[1].state, "POST", "/v1/weights/fetch", {"model": "../etc"})
+    assert status == 400
+    status, body = api(daemons[1].state, "POST", "/v1/weights/fetch", {"model": 5})
     assert status == 400

@@ -5,10 +5,12 @@ Endpoints
 ``GET /v1/weights``         models this node holds (configured or fetched) with their
                             manifest digest, plus fetch progress and serving counters
                             (schema ``vramancer.weights.v1``).
-``POST /v1/weights/fetch``  ``{"model": str, "files": [str]?}``: fetch what is missing
-                            from members and answer when done (schema
+``POST /v1/weights/fetch``  ``{"model": str, "files": [str]?, "wait": bool?}``: fetch
+                            what is missing from members and answer when done (schema
                             ``vramancer.weights.fetch.v1``); 404 when no member has it,
-                            502 when every source failed, 400 for a bad request.
+                            502 when every source failed, 400 for a bad request.  With
+                            ``"wait": false`` the fetch runs in the background and the
+                            answer is its job (``state`` running); ``GET /v1/weights`` shows progress.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ def weights_routes(node: WeightsWiring) -> list[Route]:
             isinstance(files, list) and all(isinstance(name, str) for name in files)
         ):
             return _error(400, "files must be a list of file names", "bad_request")
+        wait = body.get("wait", True)
+        if not isinstance(wait, bool):
+            return _error(400, "wait must be a boolean", "bad_request")
+        if not wait:
+            try:
+                job = node.start_fetch(model, files)
+            except ValueError as exc:
+                return _error(400, str(exc), "bad_request")
+            return JSONResponse({"schema": "vramancer.weights.fetch.v1", **job})
         try:
             directory = await node.ensure_model_files(model, files)
         except ValueError as exc:

@@ -10,7 +10,8 @@ Endpoints
                             ``vramancer.weights.fetch.v1``); 404 when no member has it,
                             502 when every source failed, 400 for a bad request.  With
                             ``"wait": false`` the fetch runs in the background and the
-                            answer is its job (``state`` running); ``GET /v1/weights`` shows progress.
+                            answer is its job (``state`` running); ``GET /v1/weights``
+                            shows its progress.
 """
 
 from __future__ import annotations

@@ -101,6 +101,9 @@ def join(
     mdns_interface: str | None = typer.Option(
         None, "--mdns-interface", help="IP address of the interface mDNS uses [default: all]."
     ),
+    metrics: str | None = typer.Option(
+        None, "--metrics", help="HOST:PORT serving /metrics over HTTP for Prometheus."
+    ),
     log_format: str | None = typer.Option(None, "--log-format", help="text, json or auto."),
     log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning..."),
     passphrase_file: Path | None = PASSPHRASE_OPTION,
@@ -134,6 +137,7 @@ def join(
             "node.name": name,
             "discovery.mdns": False if no_mdns else None,
             "discovery.mdns_interface": mdns_interface,
+            "api.metrics_listen": metrics,
             "logging.format": log_format,
             "logging.level": log_level,
             "runtime.models": [str(p.resolve()) for p in model_dir] if model_dir else None,

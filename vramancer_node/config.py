@@ -285,6 +285,13 @@ class ApiSection:
     shutdown_grace_s: float = setting(
         5.0, "Time in-flight API requests get to finish at shutdown.", unit="s", min=0, max=300
     )
+    metrics_listen: str | None = setting(
+        None,
+        "HOST:PORT of a plain HTTP listener serving /metrics to Prometheus (no "
+        "authentication: bind it to a monitoring network); default: none, the API "
+        "socket serves /metrics.",
+        kind="hostport",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -82,6 +82,15 @@ RELIABLE_SENDS_MAX = 32
 """Concurrent reliable sends; more wait (a bound on sessions opened by gossip)."""
 RELIABLE_REPLIES_MAX = 64
 """Replies one exchange may bring back; a push-pull answer is one message."""
+_EVENT_NAMES: dict[type, str] = {
+    MemberJoined: "joined",
+    MemberSuspected: "suspected",
+    MemberDead: "dead",
+    MemberAlive: "alive",
+    MemberLeft: "left",
+    MemberUpdated: "updated",
+}
+"""The ``member_events`` key of each event type (a bounded set of metric labels)."""
 
 
 def _addr_tuple(address: str) -> tuple[str, int]:
@@ -255,6 +264,11 @@ class MembershipService:
         self.seeds = list(seeds)
         self.dropped: collections.Counter[str] = collections.Counter()
         self.sessions: collections.Counter[str] = collections.Counter()
+        self.traffic: collections.Counter[str] = collections.Counter()
+        """Bytes and messages by direction and transport (``udp_sent_bytes``,
+        ``stream_received``...), for metrics."""
+        self.member_events: collections.Counter[str] = collections.Counter()
+        """Membership events about others by kind (``suspected``, ``dead``...)."""
         self._wake = trio.Event()
         self._reliable_limit = trio.CapacityLimiter(RELIABLE_SENDS_MAX)
         self._given_transport = transport
@@ -317,6 +331,7 @@ class MembershipService:
         assert self._transport is not None
         while True:
             data, sender = await self._transport.recvfrom()
+            self._count_traffic("udp_received", len(data))
             try:
                 plaintext = self.keyring.open(data)
             except GossipSealError:
@@ -348,7 +363,9 @@ class MembershipService:
                 self._nursery.start_soon(self._send_reliable, out)
                 continue
             try:
-                await self._transport.sendto(self.keyring.seal(out.message), out.addr)
+                sealed = self.keyring.seal(out.message)
+                await self._transport.sendto(sealed, out.addr)
+                self._count_traffic("udp_sent", len(sealed))
             except (OSError, ValueError, GossipSealError) as exc:
                 self.dropped["send_failed"] += 1
                 log.debug("gossip send failed", extra={"to": out.addr, "detail": str(exc)})
@@ -359,7 +376,10 @@ class MembershipService:
     async def _send_reliable(self, out: Outgoing) -> None:
         async with self._reliable_limit:
             try:
-                for reply in await self._carrier.exchange(out.addr, out.message):
+                replies = await self._carrier.exchange(out.addr, out.message)
+                self._count_traffic("stream_sent", len(out.message))
+                for reply in replies:
+                    self._count_traffic("stream_received", len(reply))
                     self.core.receive(out.addr, reply, trio.current_time(), reliable=True)
                 self.sessions["ok"] += 1
             except (ReliableExchangeFailed, RemoteProtocolError) as exc:
@@ -372,17 +392,25 @@ class MembershipService:
         self, sender: str, message: bytes, respond: ReliableResponder
     ) -> None:
         """Feed one exchange to the core; answer with the replies addressed to ``sender``."""
+        self._count_traffic("stream_received", len(message))
         self.core.receive(sender, message, trio.current_time(), reliable=True)
         outgoing = self.core.outbox()
         replies = [out for out in outgoing if out.reliable and out.addr == sender]
         await respond([out.message for out in replies])
+        for out in replies:
+            self._count_traffic("stream_sent", len(out.message))
         self.sessions["served"] += 1
         await self._dispatch([out for out in outgoing if out not in replies])
 
     # -- events and views -----------------------------------------------------
 
+    def _count_traffic(self, direction: str, size_bytes: int) -> None:
+        self.traffic[direction] += 1
+        self.traffic[f"{direction}_bytes"] += size_bytes
+
     def _log_events(self, events: list[MembershipEvent]) -> None:
         for event in events:
+            self.member_events[_EVENT_NAMES.get(type(event), "other")] += 1
             if isinstance(event, MemberJoined):
                 log.info(
                     "member joined",

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vramancer_node.config import NodeConfig
     from vramancer_node.consensus import ConsensusService
     from vramancer_node.membership import MembershipService
+    from vramancer_node.metrics import NodeMetrics
     from vramancer_node.net.handshake import Credentials
     from vramancer_node.peering import PeerService
 
@@ -37,6 +38,8 @@ class NodeParts:
     consensus: ConsensusService | None
     creds: Credentials
     peers: PeerService
+    metrics: NodeMetrics
+    """A part registers its metrics with ``self.metrics.register_collector``."""
     _token: str | None
     _announce: Callable[[str], None]
     _pending_audit: list[tuple[str, dict[str, Any]]]

@@ -17,11 +17,12 @@ from tests.cluster.kit import cli_json, founding_token, start_local, wait_until
 
 @pytest.fixture(scope="session")
 def cluster_pair() -> Iterator[tuple[Path, Path]]:
-    """State directories of two running members that see each other alive."""
+    """State directories of two running members that see each other alive; the founder
+    also serves /metrics on a plain HTTP listener (``metrics_listening`` in its status)."""
     root = Path(tempfile.mkdtemp(prefix="vrmops-", dir="/tmp"))
     procs: list[subprocess.Popen[str]] = []
     try:
-        founder = start_local(root / "a", "a")
+        founder = start_local(root / "a", "a", "--metrics", "127.0.0.1:0")
         procs.append(founder)
         token = founding_token(founder)
         address = cli_json(root / "a", "status")["listening"][0]

@@ -76,6 +76,7 @@ from vramancer_node.audit.verify import VerifyReport, verify_log
 from vramancer_node.audit.view import LogView, StoredCheckpoint
 from vramancer_node.audit.writer import WriterThread
 from vramancer_node.logs import get_logger
+from vramancer_node.metrics.histogram import Histogram
 
 __all__ = ["READERS_MAX", "SHUTDOWN_FLUSH_S", "AuditService", "AuditSettings"]
 
@@ -152,6 +153,10 @@ class AuditService:
         self._checkpointed_size = 0
         self._checkpoint_due = trio.Event()
         self._healthy = True
+        self.commit_duration_s = Histogram()
+        """Time of each group commit (one transaction, one fsync), for metrics."""
+        self.verify_failures_total = 0
+        """Verifications of the whole log that found it damaged, for metrics."""
         self.witness: Witness | None = None
         """This node's cosigner of peers' checkpoints, once :meth:`run` started."""
 
@@ -259,8 +264,10 @@ class AuditService:
     async def _commit(self, store: AuditStore, batch: list[_PendingAppend]) -> None:
         entries = [pending.entry for pending in batch]
         # Shielded: the appenders of a batch in flight learn whether it is durable.
+        started_s = trio.current_time()
         with trio.CancelScope(shield=True):
             result = await outcome.acapture(self._writer.run_sync, store.append_batch, entries)
+        self.commit_duration_s.observe(trio.current_time() - started_s)
         if isinstance(result, outcome.Error):
             self._healthy = False
             error = result.error
@@ -357,7 +364,10 @@ class AuditService:
 
     async def verify(self) -> VerifyReport:
         """Verify the whole log (:func:`~vramancer_node.audit.verify.verify_log`)."""
-        return await self._read(verify_log)
+        report = await self._read(verify_log)
+        if not report.ok:
+            self.verify_failures_total += 1
+        return report
 
     async def add_cosignature(self, size: int, line: str, witness: str, vkey: str) -> None:
         """Store a verified cosignature line on our checkpoint of ``size``."""
@@ -380,6 +390,8 @@ class AuditService:
             "queue_records": self._send.statistics().current_buffer_used,
             "queue_records_max": self.settings.queue_records_max,
             "refused_handshakes_total": self._refused.noted_total,
+            "checkpointed_size": self._checkpointed_size,
+            "verify_failures_total": self.verify_failures_total,
         }
 
     async def _read(self, read: Callable[[LogView], _T]) -> _T:

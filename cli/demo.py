@@ -82,7 +82,7 @@ def demo(
         model_dir = _model(root, model, say)
         config = root / "node.toml"
         config.write_text(f"[runtime]\nthreads = {max(0, threads)}\n")
-        with _cluster(root, nodes, model_dir, config, say) as states:
+        with local_cluster(root, nodes, model_dir, config, say) as states:
             result = _run(states, model_dir.name, prompt, max_tokens,
                           temperature, top_k, top_p, seed, say, json_out)  # fmt: skip
         say("all nodes stopped (SIGTERM)")
@@ -121,9 +121,12 @@ def _model(root: Path, model: Path | None, say: Any) -> Path:
 
 
 @contextmanager
-def _cluster(
+def local_cluster(
     root: Path, count: int, model_dir: Path, config: Path, say: Any
 ) -> Iterator[list[Path]]:
+    """``count`` daemons on 127.0.0.1 serving ``model_dir``, their state directories
+    under ``root`` (the first founded the cluster, every member is alive); stopped with
+    SIGTERM on exit.  Also used by ``benchmarks/pipeline.py``."""
     procs: list[subprocess.Popen[bytes]] = []
     states = [root / f"n{i + 1}" for i in range(count)]
     try:
@@ -151,7 +154,7 @@ def _start(state: Path, name: str, model_dir: Path, *args: str) -> subprocess.Po
         "--preset", "local", "--listen", "127.0.0.1:0", "--name", name,
         "--log-format", "json", "--model-dir", str(model_dir), *args,
     ]  # fmt: skip
-    state.mkdir(mode=0o700)
+    state.mkdir(mode=0o700, parents=True)
     with (
         (state.parent / f"{state.name}.out").open("wb") as out,
         (state.parent / f"{state.name}.log").open("wb") as err,

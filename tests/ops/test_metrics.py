@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.kit import cli_json
-from tests.conftest import BIN_DIR
+from tests.conftest import BIN_DIR, REPO_ROOT
 from tests.packaging.toolkit import require
 from vramancer_node import __version__
 from vramancer_node.metrics import COLLECTORS_MAX, NodeMetrics
@@ -163,3 +163,12 @@ def test_metrics_listener_serves_plain_http(cluster_pair: tuple[Path, Path]) -> 
     assert "vramancer_membership_members" in response.text
     assert httpx.get(f"{address}/", timeout=30).status_code == 404
     assert _promtool_check(response.text).returncode == 0
+
+
+def test_every_exported_metric_is_documented(scrape: str) -> None:
+    docs = (REPO_ROOT / "docs" / "metrics.md").read_text()
+    suffixes = ("_bucket", "_count", "_sum", "_gcount", "_gsum")
+    for family in text_string_to_metric_families(scrape):
+        for sample in family.samples:
+            names = {sample.name} | {sample.name.removesuffix(s) for s in suffixes}
+            assert any(f"`{n}`" in docs for n in names), f"docs/metrics.md lacks {sample.name}"

@@ -21,10 +21,11 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
+from protocol.raft.roles import Role
 from vramancer_node.metrics import NodeMetrics
 from vramancer_node.metrics import families as f
 
-RAFT_ROLES = ("follower", "pre_candidate", "candidate", "leader", "learner")
+RAFT_ROLES = tuple(role.value for role in Role)
 
 
 class ConsensusCollector:
@@ -107,7 +108,7 @@ def _placements(service: Any) -> Iterator[Metric]:
         [([model], len(committed.placement.stages)) for model, committed in rows],
     )
     yield f.gauge_rows(
-        "placement_predicted_decode_seconds_per_token",
+        "placement_predicted_token_duration_seconds",
         "The optimiser's predicted decode time per token (0: unknown).",
         ["model"],
         [([model], committed.placement.decode_ns_per_token / 1e9) for model, committed in rows],

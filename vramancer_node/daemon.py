@@ -174,6 +174,11 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
             "metrics_listening": list(self.metrics_listening),
         }
 
+    def status_line(self) -> str:
+        """One line for ``systemctl status`` (sd_notify ``STATUS=``)."""
+        alive = self.gossip.core.metrics()["members_alive"] if self.gossip is not None else 0
+        return f"{self.state}: node {self.name} ({self.identity.node_id}), {alive} alive"
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run every service until :attr:`shutdown_requested` is set."""
         self._started_at = trio.current_time()
@@ -209,8 +214,8 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
                     "node running",
                     extra={"node_name": self.name, "api_socket": str(self.api_socket_path)},
                 )
-                self.notifier.ready(f"running: node {self.name} ({self.identity.node_id})")
-                services.start_soon(self.notifier.watchdog, lambda: self.ready)
+                self.notifier.ready(self.status_line())
+                services.start_soon(self.notifier.watchdog, lambda: self.ready, self.status_line)
                 task_status.started()
                 for address in self.config.network.peers:
                     services.start_soon(self._greet, address)

@@ -51,6 +51,8 @@ STATUS_BYTES_MAX = 512
 """A STATUS= text longer than this is cut (systemctl shows one line)."""
 SOCKET_PATH_BYTES_MAX = 107
 """sun_path holds 108 bytes including the terminating NUL."""
+STATUS_INTERVAL_S = 10.0
+"""How often the status line is refreshed when no watchdog asks for more."""
 
 
 class NotifyConfigError(Exception):
@@ -63,7 +65,9 @@ class Notifier(Protocol):
     def ready(self, status: str) -> None: ...
     def status(self, status: str) -> None: ...
     def stopping(self, status: str) -> None: ...
-    async def watchdog(self, healthy: Callable[[], bool]) -> None: ...
+    async def watchdog(
+        self, healthy: Callable[[], bool], describe: Callable[[], str] | None = None
+    ) -> None: ...
 
 
 def _socket_address(text: str) -> str | bytes:
@@ -150,15 +154,29 @@ class SdNotifier:
     def stopping(self, status: str) -> None:
         self.send("STOPPING=1", _status_line(status))
 
-    async def watchdog(self, healthy: Callable[[], bool]) -> None:
-        """Ping ``WATCHDOG=1`` every interval while ``healthy()``; returns at once without
-        a watchdog.  Runs in the daemon's nursery until cancelled."""
-        if self.watchdog_interval_s is None:
+    async def watchdog(
+        self, healthy: Callable[[], bool], describe: Callable[[], str] | None = None
+    ) -> None:
+        """Ping ``WATCHDOG=1`` every interval while ``healthy()``, and send ``STATUS=``
+        whenever ``describe()`` changes (checked every :data:`STATUS_INTERVAL_S` without a
+        watchdog).  Returns at once when there is nothing to do; otherwise runs in the
+        daemon's nursery until cancelled."""
+        interval_s = self.watchdog_interval_s
+        if interval_s is None and describe is not None:
+            interval_s = STATUS_INTERVAL_S
+        if interval_s is None:
             return
+        shown = describe() if describe is not None else None  # sent with READY=1
         while True:
-            if healthy():
-                self.send("WATCHDOG=1")
-            await trio.sleep(self.watchdog_interval_s)
+            await trio.sleep(interval_s)
+            lines = []
+            if self.watchdog_interval_s is not None and healthy():
+                lines.append("WATCHDOG=1")
+            if describe is not None and (text := describe()) != shown:
+                lines.append(_status_line(text))
+                shown = text
+            if lines:
+                self.send(*lines)
 
 
 class _NoNotify:
@@ -173,7 +191,9 @@ class _NoNotify:
     def stopping(self, status: str) -> None:
         pass
 
-    async def watchdog(self, healthy: Callable[[], bool]) -> None:
+    async def watchdog(
+        self, healthy: Callable[[], bool], describe: Callable[[], str] | None = None
+    ) -> None:
         return
 
 

@@ -125,8 +125,32 @@ async def test_watchdog_pings_only_while_healthy(
             pings.append(sock.recv(64))
         except BlockingIOError:
             break
-    # t = 0, 1, 2 (healthy), 3, 4, 5 (sick: silent), 6, 7, 8 (healthy)
-    assert pings == [b"WATCHDOG=1"] * 6
+    # t = 1, 2 (healthy), 3, 4, 5 (sick: silent), 6, 7, 8 (healthy)
+    assert pings == [b"WATCHDOG=1"] * 5
+    notifier.close()
+
+
+async def test_status_follows_describe_without_a_watchdog(
+    notify_socket: tuple[socket.socket, str], autojump_clock: trio.testing.MockClock
+) -> None:
+    sock, path = notify_socket
+    sock.setblocking(False)
+    notifier = SdNotifier.from_environ({"NOTIFY_SOCKET": path})
+    assert notifier is not None
+    start = trio.current_time()
+
+    def describe() -> str:  # changes once, at 25 s
+        return "running: 1 alive" if trio.current_time() - start < 25 else "running: 2 alive"
+
+    with trio.move_on_after(100):
+        await notifier.watchdog(lambda: True, describe)
+    datagrams = []
+    while True:
+        try:
+            datagrams.append(sock.recv(64))
+        except BlockingIOError:
+            break
+    assert datagrams == [b"STATUS=running: 2 alive"]  # the first text went with READY=1
     notifier.close()
 
 
@@ -160,10 +184,11 @@ def test_real_daemon_notifies_ready_watchdog_and_stopping(
         assert first[0] == "READY=1", first
         assert first[1].startswith("STATUS=running: node notified ("), first
         assert _ready(state_dir / "s" / "api.sock"), "READY=1 came before /readyz said ready"
-        assert _lines(sock) == ["WATCHDOG=1"]
-        assert _lines(sock) == ["WATCHDOG=1"]
+        assert first[1].endswith(", 1 alive"), first
+        assert _lines(sock)[0] == "WATCHDOG=1"
+        assert _lines(sock)[0] == "WATCHDOG=1"
         proc.send_signal(signal.SIGTERM)
-        while (lines := _lines(sock)) == ["WATCHDOG=1"]:
+        while (lines := _lines(sock))[0] == "WATCHDOG=1":
             pass
         assert lines == ["STOPPING=1", "STATUS=stopping: leaving the cluster"]
         assert proc.wait(timeout=60) == 0

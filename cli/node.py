@@ -125,6 +125,7 @@ def join(
         node_id_var,
         trace_id_var,
     )
+    from vramancer_node.metrics.server import MetricsListenError
     from vramancer_node.statelock import StateLockedError
 
     notifier = _systemd_notifier()
@@ -163,7 +164,7 @@ def join(
             fail(f"--token: {exc}")
     try:
         trio.run(functools.partial(run_daemon, notifier=notifier), config, identity, state, token)
-    except (StateLockedError, StartupError, ClusterStateError) as exc:
+    except (StateLockedError, StartupError, ClusterStateError, MetricsListenError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted")

@@ -56,7 +56,7 @@ from vramancer_node.membership import MembershipService
 from vramancer_node.metrics import NodeMetrics
 from vramancer_node.metrics.cluster import register_cluster_collectors
 from vramancer_node.metrics.node import register_node_collectors
-from vramancer_node.metrics.server import serve_metrics
+from vramancer_node.metrics.server import bind_metrics_socket, serve_metrics
 from vramancer_node.net.handshake import (
     Credentials,
     HandshakeFailed,
@@ -129,6 +129,7 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
         self.peers.register(SERVICE_CLOCK, make_clock_handler())
         self.metrics = NodeMetrics()
         self.metrics_listening: list[str] = []
+        self._metrics_socket: socket.socket | None = None
         register_node_collectors(self.metrics, self)
         register_cluster_collectors(self.metrics, self)
         self._init_pipeline()
@@ -174,6 +175,12 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
             "metrics_listening": list(self.metrics_listening),
         }
 
+    def bind_metrics(self) -> None:
+        """Bind ``api.metrics_listen`` now (raises MetricsListenError); idempotent."""
+        listen = self.config.api.metrics_listen
+        if listen is not None and self._metrics_socket is None:
+            self._metrics_socket = bind_metrics_socket(listen)
+
     def status_line(self) -> str:
         """One line for ``systemctl status`` (sd_notify ``STATUS=``)."""
         alive = self.gossip.core.metrics()["members_alive"] if self.gossip is not None else 0
@@ -189,10 +196,12 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
             # same event); the other services are cancelled then.
             await nursery.start(self._serve_api)
             if self.config.api.metrics_listen is not None:
+                self.bind_metrics()
+                assert self._metrics_socket is not None
                 self.metrics_listening = await nursery.start(
                     functools.partial(serve_metrics, shutdown_trigger=self.shutdown_requested),
                     self.metrics,
-                    self.config.api.metrics_listen,
+                    self._metrics_socket,
                 )
             async with trio.open_nursery() as services:
                 await self._start_audit(services)
@@ -368,6 +377,7 @@ async def run_daemon(
         node = Node(config, identity, state_dir, token=token, notifier=notifier)
         # Outside any nursery, so a StartupError reaches the CLI unwrapped.
         await node.become_member()
+        node.bind_metrics()
         # Handlers go in before any service starts, so no signal is ever missed.
         with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
             async with trio.open_nursery() as nursery:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.kit import cli_json
-from tests.conftest import BIN_DIR, REPO_ROOT
+from tests.conftest import BIN_DIR, REPO_ROOT, run_cli
 from tests.packaging.toolkit import require
 from vramancer_node import __version__
 from vramancer_node.metrics import COLLECTORS_MAX, NodeMetrics
@@ -172,3 +173,17 @@ def test_every_exported_metric_is_documented(scrape: str) -> None:
         for sample in family.samples:
             names = {sample.name} | {sample.name.removesuffix(s) for s in suffixes}
             assert any(f"`{n}`" in docs for n in names), f"docs/metrics.md lacks {sample.name}"
+
+
+def test_a_taken_metrics_port_is_a_clear_error(state_dir: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_cli(
+            "vramancer-node", "join", "--state-dir", str(state_dir / "s"), "--preset", "local",
+            "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}",
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr

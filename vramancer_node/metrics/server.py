@@ -2,8 +2,10 @@
 
 Resource handling
 -----------------
-:func:`serve_metrics` runs Hypercorn's trio worker on ``api.metrics_listen``
-(``--metrics HOST:PORT``) inside the daemon's nursery, with an application that
+:func:`bind_metrics_socket` binds ``api.metrics_listen`` (``--metrics HOST:PORT``)
+before the node starts (a taken port is a :class:`MetricsListenError`, not a
+traceback); :func:`serve_metrics` then runs Hypercorn's trio worker on that socket
+inside the daemon's nursery, with an application that
 answers ``/metrics`` only; it reports the bound addresses through ``task_status``
 (port 0 picks a free one) and drains when the node shuts down.  Prometheus
 scrapes it without credentials, so bind it to an address only the monitoring network
@@ -12,6 +14,7 @@ reaches; the API socket's ``/metrics`` needs no listener at all.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import trio
@@ -28,6 +31,7 @@ from vramancer_node.metrics import CONTENT_TYPE, NodeMetrics
 METRICS_PATH = "/metrics"
 SHUTDOWN_GRACE_S = 1.0
 """A scrape in flight at shutdown gets this long."""
+LISTEN_BACKLOG = 64
 
 
 def metrics_route(metrics: NodeMetrics) -> Route:
@@ -46,21 +50,39 @@ def metrics_app(metrics: NodeMetrics) -> Starlette:
     return Starlette(routes=[metrics_route(metrics), Route("/", not_found)])
 
 
-def _bind(listen: str) -> str:
+class MetricsListenError(Exception):
+    """The ``--metrics`` listener cannot be opened (address in use, not ours...)."""
+
+
+def bind_metrics_socket(listen: str) -> socket.socket:
+    """Bind and listen on ``listen`` (HOST:PORT) now, so a bad address is a clear error
+    before any service starts."""
     host, port = parse_hostport(listen)
-    return f"[{host}]:{port}" if ":" in host else f"{host or '0.0.0.0'}:{port}"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host or "0.0.0.0", port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise MetricsListenError(
+            f"cannot serve metrics on {listen}: {exc.strerror or exc}; choose another "
+            "--metrics / api.metrics_listen"
+        ) from exc
+    return sock
 
 
 async def serve_metrics(
     metrics: NodeMetrics,
-    listen: str,
+    sock: socket.socket,
     *,
     shutdown_trigger: trio.Event,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``/metrics`` over plain HTTP on ``listen`` until ``shutdown_trigger``."""
+    """Serve ``/metrics`` over plain HTTP on the bound ``sock`` until ``shutdown_trigger``."""
     config = HypercornConfig()
-    config.bind = [_bind(listen)]
+    config.bind = [f"fd://{sock.detach()}"]
     config.graceful_timeout = SHUTDOWN_GRACE_S
     config.accesslog = None
     config.errorlog = None

@@ -11,7 +11,8 @@ driver, which streams it to the caller.  See ``docs/pipeline.md``.
 
 ================  ===============================================================
 ``driver``        :class:`Driver`, :class:`TokenEvent`: one generation, streamed
-``host``          :class:`StageHost`: serve stage sessions, load stages, fence epochs
+``host``          :class:`StageHost`: serve stage sessions, relay answers and errors
+``residency``     the stage each model has here, loading it, epoch fencing
 ``sessions``      per-session KV caches, bounded, LRU-evicted, counted
 ``placements``    :class:`PlacementSource` and this node's interim implementation
 ``models``        ``runtime.models``: model ids to checkpoint directories

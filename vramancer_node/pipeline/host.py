@@ -9,20 +9,17 @@ the placement epoch, the whole route and which stage the receiver is.  The host:
    ``runtime.models``, the epoch is not stale, the context fits ``runtime``'s bound;
 2. opens the same session to the next stage, if any (so the next node starts loading
    while this one does);
-3. loads its layer range with :func:`vramancer_node.runtime.load_stage` in a worker
-   thread, unless that exact stage of that epoch is loaded already;
+3. has :mod:`~vramancer_node.pipeline.residency` load its layer range (a worker
+   thread), unless that exact stage of that epoch is loaded already;
 4. serves messages in order.  A prefill chunk or decode step is run through the stage
    (worker thread) and its hidden states are forwarded downstream.  The last stage
    samples a token when the message asks for one (a decode step or the prompt's
    final chunk) and sends a token result upstream; middle stages relay it, adding
    their own compute time in front of the list.  An error travels back the same way.
 
-Epoch fencing: the epoch a node runs for a model is the highest of the committed
-placement's (from its :class:`~vramancer_node.pipeline.placements.PlacementSource`)
-and the epochs opens have brought; a newer epoch replaces the loaded stage.  An open
-under an older epoch is refused with ``stale_epoch``, and so is every later message of
-a session whose epoch is no longer the one in force.  Under the committed epoch itself
-the stage must be the one the committed placement gives this node.
+Epoch fencing (rules in :mod:`~vramancer_node.pipeline.residency`): an open under an
+epoch older than the one in force is refused with ``stale_epoch``, and so is every
+later message of a session whose epoch is no longer the one in force.
 
 Error handling
 --------------
@@ -72,12 +69,13 @@ from vramancer_node.net.handshake import AuthenticatedPeer, HandshakeFailed
 from vramancer_node.net.securestream import SecureStream
 from vramancer_node.peering import PeerService
 from vramancer_node.pipeline.errors import UnknownModelError
-from vramancer_node.pipeline.models import ModelRegistry, resolve_device
+from vramancer_node.pipeline.models import ModelRegistry
 from vramancer_node.pipeline.placements import PlacementSource
+from vramancer_node.pipeline.residency import LoadedStage, Refusal, StageResidency
 from vramancer_node.pipeline.sessions import SessionTable, StageSession
 from vramancer_node.pipeline.tensors import body_tensor, dtype_tag, tensor_body
 from vramancer_node.runtime import CheckpointError, KVCacheFullError, Sampler, SamplingParams
-from vramancer_node.runtime.stage import Stage, load_stage
+from vramancer_node.runtime.stage import Stage
 
 log = get_logger("pipeline")
 
@@ -94,15 +92,6 @@ DRAIN_TIMEOUT_S = 10.0
 """Longest a refused session is drained before it is closed (see ``_drain``)."""
 
 
-class Refusal(Exception):
-    """End the session with an ERROR message ``code: detail`` sent upstream."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
-        self.detail = detail
-
-
 @dataclass(frozen=True, kw_only=True)
 class HostSettings:
     dtype: str
@@ -110,15 +99,6 @@ class HostSettings:
     sessions_max: int
     session_idle_timeout_s: float
     context_tokens_max: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class LoadedStage:
-    model_id: str
-    epoch: int
-    first_layer: int
-    last_layer_exclusive: int
-    stage: Stage
 
 
 class StageHost:
@@ -139,13 +119,13 @@ class StageHost:
         self.settings = settings
         self.sessions = SessionTable(settings.sessions_max)
         self.messages: collections.Counter[str] = collections.Counter()
-        self._loaded: dict[str, LoadedStage] = {}
-        self._epochs: dict[str, int] = {}
-        self._load_locks: dict[str, trio.Lock] = collections.defaultdict(trio.Lock)
+        self.residency = StageResidency(
+            node_id, models, placements, dtype=settings.dtype, device=settings.device
+        )
 
     def epoch_of(self, model_id: str) -> int:
         """The highest placement epoch of ``model_id`` this host has run (0: none)."""
-        return self._epochs.get(model_id, 0)
+        return self.residency.current_epoch(model_id)
 
     def register(self) -> None:
         self.peers.register(SERVICE_STAGE, self.serve_session, session_timeout_s=None)
@@ -153,17 +133,7 @@ class StageHost:
     def status(self) -> dict[str, Any]:
         counters = self.sessions.counters
         return {
-            "stages": [
-                {
-                    "model": loaded.model_id,
-                    "epoch": loaded.epoch,
-                    "first_layer": loaded.first_layer,
-                    "last_layer_exclusive": loaded.last_layer_exclusive,
-                    "device": str(loaded.stage.device),
-                    "dtype": str(loaded.stage.dtype).removeprefix("torch."),
-                }
-                for loaded in self._loaded.values()
-            ],
+            "stages": self.residency.status(),
             "sessions_active": len(self.sessions),
             "sessions_max": self.sessions.sessions_max,
             "sessions_opened_total": counters.opened_total,
@@ -225,41 +195,24 @@ class StageHost:
                 "context_exceeded",
                 f"{opened.context_tokens} tokens of context asked, this node reserves {bound}",
             )
-        self._check_epoch(opened)
-
-    def _check_epoch(self, opened: StageOpen) -> None:
-        """Refuse an epoch below the one in force here (committed, or the highest seen)."""
-        committed = self.placements.committed_placement(opened.model_id)
-        floor = max(committed[0] if committed else 0, self._epochs.get(opened.model_id, 0))
-        if opened.epoch < floor:
-            raise Refusal(
-                "stale_epoch",
-                f"{opened.model_id}: this node runs placement epoch {floor}, "
-                f"the request epoch {opened.epoch}",
-            )
-        if committed is not None and committed[0] == opened.epoch:
-            ours = [s for s in committed[1].stages if s.node_id == self.node_id]
-            asked = opened.stage
-            if not ours or (ours[0].first_layer, ours[0].last_layer_exclusive) != (
-                asked.first_layer,
-                asked.last_layer_exclusive,
-            ):
-                raise Refusal(
-                    "not_assigned", f"epoch {opened.epoch} assigns other layers to this node"
-                )
+        self.residency.check_epoch(opened)
 
     @contextlib.asynccontextmanager
     async def _downstream(self, opened: StageOpen) -> AsyncIterator[SecureStream]:
         following = opened.next_hop()
         address = following.stage.address
+        opened_session = False
         try:
             async with self.peers.open_session(
                 address, SERVICE_STAGE, encode_stage_open(following)
             ) as (peer, secure):
+                opened_session = True
                 if peer.node_id != following.stage.node_id:
                     raise Refusal("unreachable", f"{address} is {peer.node_id}, not the next stage")
                 yield secure
         except TRANSPORT_ERRORS as exc:
+            if opened_session:
+                raise  # not the opening: the caller tells whose stream it was
             raise Refusal(
                 "unreachable", f"next stage {following.stage.node_id} at {address}: {exc}"
             ) from None
@@ -267,7 +220,9 @@ class StageHost:
     async def _serve(
         self, upstream: SecureStream, downstream: SecureStream | None, opened: StageOpen
     ) -> None:
-        loaded = await self._ensure_loaded(opened)
+        loaded, replaced = await self.residency.ensure_loaded(opened)
+        if replaced:
+            self.sessions.drop_model(opened.model_id)
         session = StageSession(
             session_id=opened.session_id,
             model_id=opened.model_id,
@@ -307,7 +262,10 @@ class StageHost:
         wants_token = header.kind == MessageKind.DECODE or header.last_chunk
         if downstream is not None:
             forward = replace(header, dtype=dtype_tag(output), shape=tuple(output.shape))
-            await _send(downstream, forward, tensor_body(output))
+            try:
+                await _send(downstream, forward, tensor_body(output))
+            except TRANSPORT_ERRORS as exc:
+                raise Refusal("unreachable", f"the next stage stopped reading: {exc}") from None
             if wants_token:
                 await self._relay_reply(upstream, downstream, session)
             return
@@ -345,7 +303,7 @@ class StageHost:
             )
         if header.session_id != session.session_id:
             raise Refusal("bad_activation", "activation of another session")
-        current = self._epochs.get(session.model_id)
+        current = self.residency.current_epoch(session.model_id)
         if header.epoch != session.epoch or current != session.epoch:
             raise Refusal(
                 "stale_epoch",
@@ -400,70 +358,6 @@ class StageHost:
         await _send(upstream, reply, memoryview(frame.body))
         if reply.kind == MessageKind.ERROR:
             raise _Relayed
-
-    async def _ensure_loaded(self, opened: StageOpen) -> LoadedStage:
-        stage = opened.stage
-        key = (opened.epoch, stage.first_layer, stage.last_layer_exclusive)
-        async with self._load_locks[opened.model_id]:
-            self._check_epoch(opened)  # another open may have moved the epoch on
-            loaded = self._loaded.get(opened.model_id)
-            if loaded is not None and key == (
-                loaded.epoch,
-                loaded.first_layer,
-                loaded.last_layer_exclusive,
-            ):
-                return loaded
-            if loaded is not None and loaded.epoch == opened.epoch:
-                raise Refusal(
-                    "not_assigned",
-                    f"epoch {opened.epoch} already gave this node layers "
-                    f"[{loaded.first_layer}, {loaded.last_layer_exclusive})",
-                )
-            if loaded is not None and (loaded.first_layer, loaded.last_layer_exclusive) == key[1:]:
-                loaded = replace(loaded, epoch=opened.epoch)  # same weights, newer epoch
-            else:
-                self._loaded.pop(opened.model_id, None)
-                loaded = await self._load(opened)
-            self.sessions.drop_model(opened.model_id)
-            self._loaded[opened.model_id] = loaded
-            self._epochs[opened.model_id] = opened.epoch
-            return loaded
-
-    async def _load(self, opened: StageOpen) -> LoadedStage:
-        stage = opened.stage
-        entry = self.models.entry(opened.model_id)
-        device = resolve_device(self.settings.device)
-        log.info(
-            "loading stage",
-            extra={
-                "model": opened.model_id,
-                "epoch": opened.epoch,
-                "layers": [stage.first_layer, stage.last_layer_exclusive],
-                "device": str(device),
-            },
-        )
-        try:
-            module = await trio.to_thread.run_sync(
-                lambda: load_stage(
-                    entry.directory,
-                    stage.first_layer,
-                    stage.last_layer_exclusive,
-                    has_embedding=opened.index == 0,
-                    has_head=opened.is_last,
-                    dtype=self.settings.dtype,
-                    device=device,
-                    config=self.models.config(opened.model_id),
-                )
-            )
-        except (CheckpointError, ValueError, RuntimeError, OSError) as exc:
-            raise Refusal("load_failed", f"{opened.model_id}: {exc}") from None
-        return LoadedStage(
-            model_id=opened.model_id,
-            epoch=opened.epoch,
-            first_layer=stage.first_layer,
-            last_layer_exclusive=stage.last_layer_exclusive,
-            stage=module,
-        )
 
     async def _refuse(
         self, secure: SecureStream, opened: StageOpen | None, step: int | None, refusal: Refusal

@@ -178,3 +178,20 @@ def test_unknown_model_and_bad_prompt_are_clear_errors(cluster: list[Daemon]) ->
     assert status == 400 and "outside [0, 96)" in body["error"]
     status, body = api(cluster[0].state, "POST", "/v1/generate", {"model": "llama"})
     assert status == 400 and "empty" in body["error"]
+
+
+def test_a_text_prompt_is_tokenized_by_the_node(cluster: list[Daemon], root: Path) -> None:
+    from vramancer_node.serving.tokenizer import load_tokenizer
+
+    driver = cluster[0]
+    put_placement(driver, "llama", {"strategy": "even", "nodes": [d.node_id for d in cluster]})
+    body = {"model": "llama", "prompt": "HELLO 42", "max_tokens": 6, "stop_token_ids": []}
+    status, events = api(driver.state, "POST", "/v1/generate", body)
+    assert status == 200, events
+    ids = load_tokenizer(root / "models" / "llama").encode("HELLO 42")
+    assert events[0]["prompt_tokens"] == len(ids)
+    assert events[-1]["token_ids"] == reference_tokens(root / "models" / "llama", ids, 6)
+    assert isinstance(events[-1]["text"], str)
+    body["prompt"] = "lowercase bytes are outside a 96-token vocabulary"
+    status, error = api(driver.state, "POST", "/v1/generate", body)
+    assert status == 400 and "cannot tokenize the prompt" in error["error"]

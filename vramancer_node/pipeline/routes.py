@@ -135,15 +135,21 @@ def _sampling(body: dict[str, Any], stop_ids: list[int]) -> SamplingParams:
     )
 
 
-def _tokenizer(node: Node, model_id: str) -> Any:
+def _encode_prompt(node: Node, model_id: str, text: str) -> tuple[Any, list[int]]:
+    """The model's tokenizer and the ids of ``text`` (ValueError saying what failed)."""
     try:
+        from vramancer_node.serving.errors import TokenizerError, UnencodableTextError
         from vramancer_node.serving.tokenizer import load_tokenizer
     except ImportError as exc:
         raise ValueError(
             f"text prompts need the tokenizer module, which is not available ({exc}); "
             "pass prompt_ids"
         ) from None
-    return load_tokenizer(node.models.entry(model_id).directory)
+    try:
+        tokenizer = load_tokenizer(node.models.entry(model_id).directory)
+        return tokenizer, list(tokenizer.encode(text))
+    except (TokenizerError, UnencodableTextError) as exc:
+        raise ValueError(f"{model_id}: cannot tokenize the prompt: {exc}") from None
 
 
 def pipeline_routes(node: Node) -> list[Route]:
@@ -159,8 +165,7 @@ def pipeline_routes(node: Node) -> list[Route]:
             if "prompt" in body:
                 if not isinstance(body["prompt"], str):
                     raise ValueError("prompt must be a string")
-                tokenizer = _tokenizer(node, model_id)
-                prompt_ids = tokenizer.encode(body["prompt"])
+                tokenizer, prompt_ids = _encode_prompt(node, model_id, body["prompt"])
             else:
                 prompt_ids = _int_list(body, "prompt_ids")
             stop_ids = _int_list(body, "stop_token_ids")

@@ -30,6 +30,7 @@ from vramancer_node.pipeline import (
     StageHost,
     TokenEvent,
 )
+from vramancer_node.pipeline.metrics import collect_driver
 from vramancer_node.runtime import SamplingParams
 
 
@@ -82,6 +83,8 @@ class PipelineWiring(NodeParts):
                 step_timeout_s=runtime.step_timeout_s,
             ),
         )
+        driver = self.driver
+        self.metrics.register_collector(lambda: collect_driver(driver.metrics), name="runtime")
 
     def generate_stream(
         self, model_id: str, prompt_ids: Sequence[int], params: SamplingParams

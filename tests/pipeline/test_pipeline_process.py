@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import run_cli
@@ -71,6 +72,14 @@ def put_placement(driver: Daemon, model: str, body: dict[str, object]) -> dict[s
     return placement
 
 
+def metrics_text(daemon: Daemon) -> str:
+    transport = httpx.HTTPTransport(uds=str(daemon.state / "api.sock"))
+    with httpx.Client(transport=transport, base_url="http://node", timeout=30) as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    return response.text
+
+
 def generate(driver: Daemon, model: str, prompt: list[int]) -> tuple[int, object]:
     body = {"model": model, "prompt_ids": prompt, "max_tokens": MAX_NEW_TOKENS}
     return api(driver.state, "POST", "/v1/generate", body)
@@ -119,6 +128,10 @@ def test_vramancer_generate_json_streams_the_same_tokens(cluster: list[Daemon], 
     assert document["token_ids"] == reference_tokens(root / "models" / "llama", PROMPT, 12)
     assert len(document["timings"]["stage_times_s_total"]) == 3
     assert document["finish_reason"] == "length"
+    metrics = metrics_text(driver)
+    assert "vramancer_runtime_generated_tokens_total" in metrics
+    assert 'vramancer_runtime_stage_duration_seconds_count{stage="2"}' in metrics
+    assert "vramancer_pipeline_sessions_opened_total" in metrics
 
 
 def test_a_prompt_longer_than_the_reserved_context_is_a_clear_error(

@@ -66,6 +66,7 @@ from vramancer_node.pipeline.errors import (
     StaleEpochError,
 )
 from vramancer_node.pipeline.host import TRANSPORT_ERRORS
+from vramancer_node.pipeline.metrics import DriverMetrics
 from vramancer_node.pipeline.models import ModelRegistry
 from vramancer_node.pipeline.placements import PlacementSource
 from vramancer_node.pipeline.tensors import body_tensor, tensor_body
@@ -118,6 +119,7 @@ class Driver:
         self.peers = peers
         self.address_of = address_of
         self.settings = settings
+        self.metrics = DriverMetrics()
 
     def context_tokens(self, model_id: str) -> int:
         """Positions one session may use for ``model_id`` (prompt + generated)."""
@@ -171,15 +173,22 @@ class Driver:
         )
         run = _Run(opened, self.settings, params.stop_token_ids, max_new, len(prompt_ids))
         first = opened.stages[0]
+        self.metrics.generations_total += 1
         try:
             async with self.peers.open_session(
                 first.address, SERVICE_STAGE, encode_stage_open(opened)
             ) as (_peer, secure):
                 async for event in run.events(secure, prompt_ids):
+                    self.metrics.token(event.index, event.step_s, event.stage_times_s)
                     yield event
+        except StageError as exc:
+            self.metrics.failures[exc.code] += 1
+            raise
         except TRANSPORT_ERRORS as exc:
+            self.metrics.failures["unreachable"] += 1
             raise StageError("unreachable", f"{first.address}: {exc}", first.node_id) from exc
         except RemoteProtocolError as exc:
+            self.metrics.failures["bad_activation"] += 1
             raise StageError("bad_activation", str(exc), first.node_id) from exc
 
     def _route(self, placement: Placement) -> tuple[RouteStage, ...]:

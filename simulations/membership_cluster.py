@@ -3,12 +3,17 @@
 Theory of operation
 -------------------
 Every node is a real :class:`protocol.membership.Membership` core built with
-``keep_decoded=True`` and started with ``warm_start`` from the full member table: the
-cluster is already converged at t=0, so a run measures steady-state SWIM, not the
-join wave.  Messages are still encoded (their sizes feed the traffic figures and the
-datagram budget check) but handed over as objects through ``receive_message``, which
-skips the msgpack decode.  The network is :class:`FakeNetwork` (seeded loss, delay,
-partitions); crashed nodes neither receive nor tick.
+``keep_decoded=True`` and started with ``warm_start`` from one shared
+:class:`~protocol.membership.table.WarmTable` (copy on write: memory grows with N
+plus what each core changed, not N²): the cluster is already converged at t=0, so a
+run measures steady-state SWIM, not the join wave.  Like the records of a cluster
+that has been running for a while, every record already carries an RTT view (drawn
+from the network's latency model), so the run does not open with every member
+publishing its first measurements at once.  Messages are still encoded (their
+sizes feed the traffic figures and the datagram budget check) but handed over as
+objects through ``receive_message``, which skips the msgpack decode.  The network
+is :class:`FakeNetwork` (seeded loss, delay, partitions); crashed nodes neither
+receive nor tick.
 
 :class:`Observer` turns the events every core emits into the measurements:
 
@@ -39,6 +44,8 @@ from protocol.membership import (
 )
 from protocol.membership.core import Membership
 from protocol.membership.messages import Message
+from protocol.membership.rtt import RTT_PEERS_PUBLISHED_MAX as RTT_PEERS
+from protocol.membership.table import WarmTable
 from protocol.membership.testing import FakeNetwork, NetworkConditions, sim_address
 
 _TICK = 0
@@ -122,6 +129,11 @@ class Observer:
             else:
                 self.false_dead += 1
 
+    @property
+    def disseminating(self) -> bool:
+        """Some update has not reached 99.9% of the live members yet."""
+        return bool(self._active)
+
     def converged(self) -> bool:
         """Every live node sees every live node alive and every crashed one dead."""
         crashed = self._cluster.crashed
@@ -134,6 +146,21 @@ class Observer:
             if any(kind is MemberSuspected for kind in odd.values()):
                 return False
         return True
+
+
+def published_rtts(
+    i: int, ids: list[str], conditions: NetworkConditions, rng: Random
+) -> tuple[tuple[str, float], ...]:
+    """The RTT view member ``i`` published long ago: a few peers, RTTs drawn from the
+    network's latency model (two one-way delays), as the local record carries them."""
+    peers = [j for j in rng.sample(range(len(ids)), min(len(ids), RTT_PEERS + 1)) if j != i]
+    low_ms, high_ms = 1000 * conditions.latency_s_min, 1000 * conditions.latency_s_max
+    return tuple(
+        sorted(
+            (ids[j], round(rng.uniform(low_ms, high_ms) + rng.uniform(low_ms, high_ms), 2))
+            for j in peers[:RTT_PEERS]
+        )
+    )
 
 
 class Cluster:
@@ -150,12 +177,16 @@ class Cluster:
         self.index = {node_id: i for i, node_id in enumerate(ids)}
         self.addr_index = {addr: i for i, addr in enumerate(self.addrs)}
         records = [
-            MemberRecord(node_id=n, addresses=(a,)) for n, a in zip(ids, self.addrs, strict=True)
+            MemberRecord(
+                node_id=n, addresses=(a,), health=0, rtt_ms=published_rtts(i, ids, conditions, rng)
+            )
+            for i, (n, a) in enumerate(zip(ids, self.addrs, strict=True))
         ]
+        warm = WarmTable(records, 0.0)  # one table shared by every core (copy on write)
         self.nodes: list[Membership] = []
         for record in records:
             core = Membership(record, timing, Random(rng.getrandbits(64)), keep_decoded=True)
-            core.warm_start(records, 0.0)
+            core.warm_start(warm, 0.0)
             self.nodes.append(core)
         self.crashed: set[int] = set()
         self.now = 0.0

@@ -14,8 +14,9 @@ moves its bytes and its clock (``trio.current_time()``):
   the responder feeds it to its core and sends back, on the same stream, every
   reliable reply addressed to the initiator (the push-pull answer), then
   END_OF_STREAM — memberlist's push-pull over one TCP connection;
-* a timer task sleeps until ``next_deadline_s()`` (or until new work arrives),
-  then ticks the core.
+* a timer task sleeps until ``next_deadline_s()`` (or until an input or a local
+  change may have moved it nearer: the core skips gossip rounds while it has nothing
+  to gossip), then ticks the core.
 
 Both ways of moving bytes sit behind a small boundary so tests can swap the network
 for a seeded fake one (``tests/node/fakenet.py``), as memberlist's
@@ -77,7 +78,7 @@ log = get_logger("membership")
 
 BULK_KIND_GOSSIP = 1
 """BULK frame kind of a membership message on a gossip session."""
-GOSSIP_MESSAGE_BYTES_MAX = 16 * 1024 * 1024
+GOSSIP_MESSAGE_BYTES_MAX = 24 * 1024 * 1024
 RELIABLE_SENDS_MAX = 32
 """Concurrent reliable sends; more wait (a bound on sessions opened by gossip)."""
 RELIABLE_REPLIES_MAX = 64
@@ -343,6 +344,7 @@ class MembershipService:
                 self.dropped["malformed"] += 1
                 log.debug("dropped gossip datagram", extra={"from": sender, "detail": str(exc)})
                 continue
+            self._wake.set()  # the input may have queued gossip: a nearer deadline
             await self._flush()
 
     async def _timer_loop(self) -> None:
@@ -382,6 +384,7 @@ class MembershipService:
                     self._count_traffic("stream_received", len(reply))
                     self.core.receive(out.addr, reply, trio.current_time(), reliable=True)
                 self.sessions["ok"] += 1
+                self._wake.set()
             except (ReliableExchangeFailed, RemoteProtocolError) as exc:
                 self.sessions["failed"] += 1
                 log.debug("gossip session failed", extra={"to": out.addr, "detail": str(exc)})
@@ -394,6 +397,7 @@ class MembershipService:
         """Feed one exchange to the core; answer with the replies addressed to ``sender``."""
         self._count_traffic("stream_received", len(message))
         self.core.receive(sender, message, trio.current_time(), reliable=True)
+        self._wake.set()
         outgoing = self.core.outbox()
         replies = [out for out in outgoing if out.reliable and out.addr == sender]
         await respond([out.message for out in replies])

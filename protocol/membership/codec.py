@@ -85,9 +85,9 @@ SEAL_TAG_BYTES = 16
 SEAL_OVERHEAD_BYTES = SEAL_NONCE_BYTES + SEAL_TAG_BYTES
 DATAGRAM_PLAINTEXT_BYTES_MAX = UDP_PAYLOAD_BYTES_MAX - SEAL_OVERHEAD_BYTES
 """Largest encoded message the core sends as a datagram (1360 bytes)."""
-MESSAGE_BYTES_MAX = 8 * 1024 * 1024
+MESSAGE_BYTES_MAX = 24 * 1024 * 1024
 """Largest message accepted at all (a push-pull of a full cluster, over the stream)."""
-PUSH_PULL_MEMBERS_MAX = 4096
+PUSH_PULL_MEMBERS_MAX = 16_384
 """Members in one push-pull; also the largest msgpack array accepted."""
 COMPOUND_MESSAGES_MAX = 64
 """Messages bundled into one compound datagram."""
@@ -106,8 +106,50 @@ def encode(message: Message) -> bytes:
 
 
 def encode_part(message: Message) -> bytes:
-    """The msgpack array of ``message`` without the version byte (a compound part)."""
+    """The msgpack array of ``message`` without the version byte (a compound part).
+
+    ALIVE and PUSH_PULL are assembled from the packed records (see
+    :func:`_record_bytes`): the same bytes ``msgpack.packb`` gives for the nested
+    arrays, without re-encoding a record that has not changed.
+    """
+    match message:
+        case Alive():
+            return _ALIVE_HEADER + _record_bytes(message.record)
+        case PushPull():
+            header: bytes = (
+                _PACKER.pack_array_header(4)
+                + _PACKER.pack(int(MessageType.PUSH_PULL))
+                + _PACKER.pack(message.join)
+                + _PACKER.pack(message.reply)
+                + _PACKER.pack_array_header(len(message.members))
+            )
+            entry_header = _PACKER.pack_array_header(2)
+            return header + b"".join(
+                entry_header + _record_bytes(m.record) + _PACKER.pack(int(m.state))
+                for m in message.members
+            )
     packed: bytes = msgpack.packb(_to_wire(message), use_bin_type=True)
+    return packed
+
+
+_PACKER = msgpack.Packer(use_bin_type=True)
+_ALIVE_HEADER: bytes = _PACKER.pack_array_header(2) + _PACKER.pack(int(MessageType.ALIVE))
+RECORD_BYTES_CACHED_MAX = 65_536
+"""Packed records remembered by :func:`_record_bytes` before the memo starts over."""
+_record_memo: dict[int, tuple[MemberRecord, bytes]] = {}
+
+
+def _record_bytes(record: MemberRecord) -> bytes:
+    """``record`` packed; memoised by identity, since records are immutable and the same
+    record object is re-sent many times (every push-pull carries the whole table).
+    The memo holds the record itself, so an id is never reused while it is cached."""
+    cached = _record_memo.get(id(record))
+    if cached is not None and cached[0] is record:
+        return cached[1]
+    packed: bytes = msgpack.packb(_record_to_wire(record), use_bin_type=True)
+    if len(_record_memo) >= RECORD_BYTES_CACHED_MAX:
+        _record_memo.clear()
+    _record_memo[id(record)] = (record, packed)
     return packed
 
 

@@ -83,11 +83,11 @@ from protocol.membership.messages import (
 )
 from protocol.membership.outbox import BROADCAST_PART_BYTES_MAX, Outbox
 from protocol.membership.probe import Prober
-from protocol.membership.probe_order import ProbeOrder, pick_random
+from protocol.membership.probe_order import ProbeOrder
 from protocol.membership.record import MemberRecord, bumped
 from protocol.membership.rtt import RTT_PUBLISH_INTERVAL_S, RttTracker, publish_due
 from protocol.membership.state import LIVE_STATES, Member, MemberState
-from protocol.membership.table import MemberTable
+from protocol.membership.table import MemberTable, WarmTable
 from protocol.membership.timing import MembershipTiming, push_pull_interval_scaled_s
 
 JOIN_RETRY_INTERVAL_S = 5.0
@@ -128,7 +128,7 @@ class Membership:
         self._rng = rng
         self._awareness = Awareness(timing.awareness_max_multiplier)
         self._broadcasts = BroadcastQueue(BROADCAST_PART_BYTES_MAX)
-        self._order = ProbeOrder(rng)
+        self._order = ProbeOrder(rng, exclude=local.node_id)
         self._rtt = RttTracker()
         local = dataclasses.replace(local, health=self._awareness.score)
         _check_fits(local)
@@ -226,16 +226,29 @@ class Membership:
         """When ``tick`` has work next; ``-inf`` before the first input (tick now)."""
         if not self._started:
             return -math.inf
-        deadlines = [self._next_gossip_s]
+        deadline_s = math.inf
+        if len(self._broadcasts):
+            # Gossip rounds without anything to send are skipped, not ticked: the next
+            # round on the gossip timer's grid (the same instant a ticker would use).
+            deadline_s = self._next_gossip_s
+            if deadline_s < self._now:
+                deadline_s = _next_period_s(deadline_s, self._timing.gossip_interval_s, self._now)
         if not self._table.left:
-            deadlines += [self._prober.next_probe_s, self._next_push_pull_s, self._next_reap_s]
-            deadlines += [self._next_reconnect_s, self._next_publish_check_s]
+            # The publish check has no deadline of its own: it rides on these ticks
+            # (the probe timer fires every probe interval), see _run_slow_timers.
+            deadline_s = min(
+                deadline_s,
+                self._prober.next_probe_s,
+                self._next_push_pull_s,
+                self._next_reap_s,
+                self._next_reconnect_s,
+            )
             if self._seeds and self._table.live_count == 1:
-                deadlines.append(self._next_join_retry_s)
+                deadline_s = min(deadline_s, self._next_join_retry_s)
         for optional in (self._table.next_suspicion_deadline_s(), self._prober.next_deadline_s()):
-            if optional is not None:
-                deadlines.append(optional)
-        return min(deadlines)
+            if optional is not None and optional < deadline_s:
+                deadline_s = optional
+        return deadline_s
 
     # ------------------------------------------------------------------- inputs
 
@@ -259,18 +272,22 @@ class Membership:
         for part in parts:
             self._handle(sender_addr, part, now, reliable)
 
-    def warm_start(self, records: Iterable[MemberRecord], now: float) -> None:
+    def warm_start(self, records: Iterable[MemberRecord] | WarmTable, now: float) -> None:
         """Start as a member of an already converged cluster of ``records`` (simulations).
 
         Every record is taken as ALIVE without an event or a broadcast, as if the join
         wave were long over; the push-pull timer gets a random phase within its scaled
         interval, as in a cluster that has been running for a while.  Call it once,
-        before any other input.
+        before any other input.  A :class:`WarmTable` is shared, not copied: build one
+        for the whole cluster and hand it to every core (see ``table``).  The local
+        record is ours, not the table's.
         """
         if self._started:
             raise LocalProtocolError("warm_start must come before any other input")
         self._advance(now)
-        self._table.seed_alive(records, now)
+        warm = records if isinstance(records, WarmTable) else WarmTable(records, now)
+        self._table.seed_warm(warm)
+        self._order.seed_shared(warm.ids)
         interval_s = push_pull_interval_scaled_s(
             self._timing.push_pull_interval_s, self._table.live_count
         )
@@ -388,7 +405,7 @@ class Membership:
                 state is MemberState.DEAD and now - table.state_change_s(node_id) <= dead_window_s
             )
 
-        targets = pick_random(self._order.ids, self._timing.gossip_nodes, gossip_to, self._rng)
+        targets = self._order.pick(self._timing.gossip_nodes, gossip_to)
         for node_id in targets:
             record = table.record_of(node_id)
             if record is not None and not self._outbox.gossip(record.gossip_address):
@@ -407,7 +424,9 @@ class Membership:
                 self._send_state(addr, join=True, reply=False)
         if now >= self._next_reconnect_s:
             self._next_reconnect_s = now + RECONNECT_INTERVAL_S
-            self._push_pull_random(lambda n: table.state_of(n) is MemberState.DEAD)
+            dead = list(table.dead_ids)  # no scan of the whole table when none are dead
+            if dead:
+                self._push_pull_to(dead[self._rng.randrange(len(dead))])
         if now >= self._next_publish_check_s:
             self._next_publish_check_s = now + PUBLISH_CHECK_INTERVAL_S
             self._maybe_publish(now)
@@ -417,10 +436,13 @@ class Membership:
                 self._rtt.forget(node_id)
 
     def _push_pull_random(self, accept: Callable[[str], bool]) -> None:
-        for node_id in pick_random(self._order.ids, 1, accept, self._rng):
-            record = self._table.record_of(node_id)
-            if record is not None:
-                self._send_state(record.gossip_address, join=False, reply=False)
+        for node_id in self._order.pick(1, accept):
+            self._push_pull_to(node_id)
+
+    def _push_pull_to(self, node_id: str) -> None:
+        record = self._table.record_of(node_id)
+        if record is not None:
+            self._send_state(record.gossip_address, join=False, reply=False)
 
     def _send_state(self, addr: str, *, join: bool, reply: bool) -> None:
         state = PushPull(join=join, reply=reply, members=self._table.push_pull_entries())
@@ -459,7 +481,8 @@ class Membership:
 def _next_period_s(deadline_s: float, period_s: float, now: float) -> float:
     """The next deadline of a periodic timer; missed periods are skipped, not replayed."""
     periods = math.floor((now - deadline_s) / period_s) + 1
-    return deadline_s + periods * period_s
+    next_s = deadline_s + periods * period_s
+    return next_s if next_s > now else next_s + period_s  # rounding may land on ``now``
 
 
 def _fits(record: MemberRecord) -> bool:

@@ -10,6 +10,11 @@ One probe of our own runs at a time (:class:`ProbeInFlight`)::
       the accusation, so    asking each to nack at 80% of           awareness += missed
       it can refute)        the time we still wait                  nacks (or 1 if none
                                                                     were expected)
+
+The same buddy system works the other way round: when a member we suspect pings us,
+our ack carries the accusation.  After a spell of deafness the suspect learns it is
+suspected from its own next probe instead of waiting for someone's probe of it, whose
+round-robin turn may come only after the suspicion timeout.
       an ack at any point: success, awareness -1, RTT sample if it came from the target
 
 With the ping-reqs we also ping the target over the secure stream (memberlist's TCP
@@ -43,6 +48,7 @@ from protocol.membership.awareness import PROBE_FAILED_DELTA, PROBE_SUCCEEDED_DE
 from protocol.membership.messages import (
     SEQ_NO_MODULUS,
     Ack,
+    Compound,
     IndirectPing,
     Nack,
     Ping,
@@ -50,7 +56,7 @@ from protocol.membership.messages import (
     Suspect,
 )
 from protocol.membership.outbox import Outbox
-from protocol.membership.probe_order import ProbeOrder, pick_random
+from protocol.membership.probe_order import ProbeOrder
 from protocol.membership.rtt import RttTracker
 from protocol.membership.state import LIVE_STATES, MemberState
 from protocol.membership.table import MemberTable
@@ -186,11 +192,9 @@ class Prober:
     def _probe_indirectly(self, probe: ProbeInFlight, now: float) -> None:
         probe.indirect_sent = True
         table = self._table
-        helpers = pick_random(
-            self._order.ids,
+        helpers = self._order.pick(
             self._timing.indirect_checks,
             lambda n: n != probe.target_id and table.state_of(n) is MemberState.ALIVE,
-            self._rng,
         )
         remaining_s = max(0.0, probe.end_s - now)
         nack_after_ms = int(NACK_TIMEOUT_FRACTION * remaining_s * MILLISECONDS_PER_SECOND)
@@ -234,12 +238,23 @@ class Prober:
 
     def on_ping(self, sender_addr: str, ping: Ping, *, reliable: bool = False) -> None:
         # A ping for another node means our address was reused: stay silent.
-        if ping.target_id != self._table.local_id:
+        table = self._table
+        if ping.target_id != table.local_id:
             return
+        messages: list[SimpleMessage] = [Ack(seq_no=ping.seq_no)]
+        accused = table.record_of(ping.source_id)
+        if accused is not None and table.state_of(ping.source_id) is MemberState.SUSPECT:
+            # The buddy system, the other way round: a suspect that pings us hears
+            # the accusation with our ack, so it can refute before its timer runs out.
+            suspect = Suspect(
+                node_id=ping.source_id, incarnation=accused.incarnation, from_id=table.local_id
+            )
+            messages.append(suspect)
         if reliable:  # answer on the stream it came by
-            self._outbox.stream(sender_addr, Ack(seq_no=ping.seq_no))
+            reply = messages[0] if len(messages) == 1 else Compound(messages=tuple(messages))
+            self._outbox.stream(sender_addr, reply)
         else:
-            self._outbox.datagram(sender_addr, [Ack(seq_no=ping.seq_no)])
+            self._outbox.datagram(sender_addr, messages)
 
     def on_ack(self, sender_addr: str, seq_no: int, now: float, *, reliable: bool = False) -> None:
         probe = self._probe

@@ -25,29 +25,54 @@ RANDOM_PICK_TRIES_PER_MEMBER = 3
 
 
 class ProbeOrder:
-    """Randomized round-robin over member ids (the local member is never added)."""
+    """Randomized round-robin over member ids (the local member is never probed).
 
-    __slots__ = ("_ids", "_index", "_rng")
+    Each round walks a uniformly random permutation drawn lazily, one swap per step
+    (Fisher-Yates, with the swapped positions kept in a dict): a round over N members
+    costs O(members probed) rather than an O(N) shuffle up front.  The list itself may
+    be a sequence shared by many cores (:meth:`seed_shared`, a warm start); it is only
+    copied at the end of a round in which a member was forgotten.
+    """
 
-    def __init__(self, rng: Random) -> None:
+    __slots__ = ("_added", "_base", "_exclude", "_index", "_rng", "_round_len", "_swaps")
+
+    def __init__(self, rng: Random, *, exclude: str = "") -> None:
         self._rng = rng
-        self._ids: list[str] = []
+        self._exclude = exclude
+        self._base: Sequence[str] = ()
+        self._added: list[str] = []
         self._index = 0
+        self._round_len = 0
+        self._swaps: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._base) + len(self._added)
 
     @property
     def ids(self) -> Sequence[str]:
-        """Every id in the order (some may have been forgotten since); do not mutate."""
-        return self._ids
+        """Every id in the order (some may have been forgotten since); do not mutate.
+
+        It may still hold the excluded (local) id when seeded from a shared sequence;
+        :meth:`pick` skips it.
+        """
+        if not self._added:
+            return self._base
+        if not self._base:
+            return self._added
+        return _Concat(self._base, self._added)
+
+    def seed_shared(self, ids: Sequence[str]) -> None:
+        """Start from ``ids`` (shared, never mutated here); only on an empty order."""
+        if len(self) or self._index:
+            raise ValueError("seed_shared needs an empty probe order")
+        self._base = ids
+        self._round_len = 0  # the first call to next() starts a round over them
 
     def add(self, node_id: str) -> None:
-        """Insert ``node_id`` at a random position (memberlist ``randomOffset``)."""
-        self._ids.append(node_id)
-        offset = self._rng.randrange(len(self._ids))
-        last = len(self._ids) - 1
-        self._ids[offset], self._ids[last] = self._ids[last], self._ids[offset]
+        """Add ``node_id`` to the order; it joins the current round at a random place."""
+        self._added.append(node_id)
+        if self._round_len:
+            self._round_len += 1  # the positions not drawn yet stay uniformly random
 
     def next(self, probeable: Callable[[str], bool], known: Callable[[str], bool]) -> str | None:
         """The next id to probe, or ``None`` if no member can be probed now.
@@ -55,18 +80,57 @@ class ProbeOrder:
         ``probeable`` says whether to probe a member now; ``known`` whether to keep it
         in the order at all.
         """
-        for _ in range(len(self._ids) + 1):
-            if self._index >= len(self._ids):
-                self._ids = [node_id for node_id in self._ids if known(node_id)]
-                self._rng.shuffle(self._ids)
-                self._index = 0
-                if not self._ids:
+        for _ in range(len(self) + 1):
+            if self._index >= self._round_len:
+                self._new_round(known)
+                if not self._round_len:
                     return None
-            node_id = self._ids[self._index]
-            self._index += 1
-            if probeable(node_id):
+            node_id = self._draw()
+            if node_id != self._exclude and probeable(node_id):
                 return node_id
         return None
+
+    def pick(self, count: int, accept: Callable[[str], bool]) -> list[str]:
+        """Up to ``count`` distinct random members passing ``accept`` (never the local one)."""
+        exclude = self._exclude
+        return pick_random(self.ids, count, lambda n: n != exclude and accept(n), self._rng)
+
+    def _draw(self) -> str:
+        index, swaps = self._index, self._swaps
+        j = self._rng.randrange(index, self._round_len)
+        at_j = swaps.get(j, j)
+        swaps[j] = swaps.pop(index, index)
+        self._index = index + 1
+        base = self._base
+        return base[at_j] if at_j < len(base) else self._added[at_j - len(base)]
+
+    def _new_round(self, known: Callable[[str], bool]) -> None:
+        ids = self.ids
+        if not all(known(node_id) for node_id in ids if node_id != self._exclude):
+            self._base = [node_id for node_id in ids if node_id == self._exclude or known(node_id)]
+            self._added = []
+        self._index = 0
+        self._swaps = {}
+        self._round_len = len(self)
+
+
+class _Concat(Sequence[str]):
+    """Two sequences read as one, without copying either."""
+
+    __slots__ = ("_first", "_second")
+
+    def __init__(self, first: Sequence[str], second: Sequence[str]) -> None:
+        self._first = first
+        self._second = second
+
+    def __len__(self) -> int:
+        return len(self._first) + len(self._second)
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        first = self._first
+        if index < len(first):
+            return first[index]
+        return self._second[index - len(first)]
 
 
 def pick_random(

@@ -20,7 +20,7 @@ RTT_PUBLISH_CHANGE_RATIO; health moved by HEALTH_PUBLISH_JUMP
 an RTT moved by more than RTT_PUBLISH_NOISE_RATIO; the        the slow interval:
 nearest peers changed; health changed at all                  RTT_PUBLISH_INTERVAL_S,
                                                               scaled like push-pull
-anything smaller                                              never (it is noise)
+anything smaller, or any move under RTT_CHANGE_FLOOR_MS       never (it is noise)
 ============================================================  ======================
 
 Only the :data:`RTT_PEERS_PUBLISHED_MAX` nearest live peers are published, rounded
@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 RTT_EWMA_ALPHA = 0.2
 """Weight of a new sample: about the last five probes of a peer dominate."""
-RTT_PEERS_TRACKED_MAX = 4096
+RTT_PEERS_TRACKED_MAX = 16_384
 """Peers with an RTT average; matches the member bound."""
 RTT_PEERS_PUBLISHED_MAX = 8
 """Nearest peers published in the local record."""
@@ -54,6 +54,10 @@ HEALTH_PUBLISH_JUMP = 3
 MILLISECONDS_PER_SECOND = 1000.0
 MIN_RTT_MS = 0.001
 """Floor of the denominator of a relative change (loopback RTTs round to 0)."""
+RTT_CHANGE_FLOOR_MS = 1.0
+"""Moves smaller than this never count, whatever their ratio: on a LAN the RTT is a
+fraction of a millisecond and jitters by half of itself all the time, which would
+re-publish every record every few seconds; placement cares about milliseconds."""
 
 PeerValues = tuple[tuple[str, float], ...]
 
@@ -131,13 +135,13 @@ def publish_due(
 
 
 def _largest_relative_change(published: PeerValues, candidate: PeerValues) -> float:
-    """Largest relative RTT move among peers in both views."""
+    """Largest relative RTT move among peers in both views (moves under the floor: 0)."""
     before = dict(published)
     return max(
         (
             abs(ms - before[peer]) / max(before[peer], MIN_RTT_MS)
             for peer, ms in candidate
-            if peer in before
+            if peer in before and abs(ms - before[peer]) >= RTT_CHANGE_FLOOR_MS
         ),
         default=0.0,
     )

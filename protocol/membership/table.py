@@ -22,6 +22,12 @@ applied: a suspicion or death is *refuted* (incarnation bumped past the accusati
 health score +1), and a different record of ourselves with a version or incarnation
 at least ours (we restarted and forgot) is out-voted by bumping both counters.
 
+Warm start (simulations): :class:`WarmTable` is one converged table shared by every
+core of a simulated cluster.  A table seeded from it reads through to the shared
+entries and copies one into its own dict only when it changes it (copy on write), so
+N cores cost O(N) shared memory plus what each of them changed, not O(N²).  A member
+forgotten while it is still in the shared table leaves a tombstone (``None``).
+
 Bounds: :data:`MEMBERS_MAX` entries (the oldest dead or left member is evicted
 first, otherwise newcomers are dropped and counted) and :data:`EVENTS_MAX` pending
 events (the oldest are dropped and counted if the caller never drains them).
@@ -72,6 +78,25 @@ class _Entry:
     state_change_s: float
 
 
+class WarmTable:
+    """A converged member table, shared read-only by warm-started cores (see above)."""
+
+    __slots__ = ("entries", "ids")
+
+    def __init__(self, records: Iterable[MemberRecord], now: float) -> None:
+        self.entries: dict[str, _Entry] = {}
+        for record in records:
+            if record.node_id not in self.entries:
+                self.entries[record.node_id] = _Entry(record, MemberState.ALIVE, now)
+        if len(self.entries) > MEMBERS_MAX:
+            raise ValueError(f"a warm table holds at most {MEMBERS_MAX} members")
+        self.ids: tuple[str, ...] = tuple(self.entries)
+        """Every member id, in the order given."""
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
 class MemberTable:
     """What the local node believes about every member, itself included."""
 
@@ -90,8 +115,16 @@ class MemberTable:
         self._awareness = awareness
         self._broadcasts = broadcasts
         self._on_added = on_added
-        self._entries: dict[str, _Entry] = {local.node_id: _Entry(local, MemberState.ALIVE, now)}
+        self._entries: dict[str, _Entry | None] = {
+            local.node_id: _Entry(local, MemberState.ALIVE, now)
+        }
+        """Our own entries; ``None`` is a tombstone over the warm table."""
+        self._warm: dict[str, _Entry] = {}
+        """The shared warm table (never mutated here), or empty."""
+        self._size = 1
         self._live_count = 1
+        self._dead: set[str] = set()
+        """Members DEAD right now (the reconnect timer picks among them)."""
         self._suspicions: dict[str, Suspicion] = {}
         self._events: deque[MembershipEvent] = deque()
         self.left = False
@@ -104,7 +137,12 @@ class MemberTable:
 
     @property
     def local(self) -> MemberRecord:
-        return self._entries[self.local_id].record
+        return self._local_entry().record
+
+    @property
+    def dead_ids(self) -> Iterable[str]:
+        """Members currently DEAD (not LEFT)."""
+        return self._dead
 
     @property
     def live_count(self) -> int:
@@ -112,36 +150,39 @@ class MemberTable:
         return self._live_count
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._size
 
     def get(self, node_id: str) -> Member | None:
-        entry = self._entries.get(node_id)
+        entry = self._get(node_id)
         if entry is None:
             return None
         return Member(record=entry.record, state=entry.state, state_change_s=entry.state_change_s)
 
     def state_of(self, node_id: str) -> MemberState | None:
-        entry = self._entries.get(node_id)
+        entry = self._get(node_id)
         return None if entry is None else entry.state
 
     def record_of(self, node_id: str) -> MemberRecord | None:
-        entry = self._entries.get(node_id)
+        entry = self._get(node_id)
         return None if entry is None else entry.record
 
     def state_change_s(self, node_id: str) -> float:
-        return self._entries[node_id].state_change_s
+        entry = self._get(node_id)
+        if entry is None:
+            raise KeyError(node_id)
+        return entry.state_change_s
 
     def ids(self) -> Iterable[str]:
-        return self._entries.keys()
+        return [node_id for node_id, _ in self._items()]
 
     def snapshot(self) -> tuple[Member, ...]:
         return tuple(
             Member(record=e.record, state=e.state, state_change_s=e.state_change_s)
-            for _, e in sorted(self._entries.items())
+            for _, e in sorted(self._items(), key=lambda item: item[0])
         )
 
     def push_pull_entries(self) -> tuple[PushPullEntry, ...]:
-        return tuple(PushPullEntry(record=e.record, state=e.state) for e in self._entries.values())
+        return tuple(PushPullEntry(record=e.record, state=e.state) for _, e in self._items())
 
     def next_suspicion_deadline_s(self) -> float | None:
         return min((s.deadline_s for s in self._suspicions.values()), default=None)
@@ -165,7 +206,7 @@ class MemberTable:
         ``hearsay`` marks a suspicion only seen in a peer's full state: it starts our
         timer if none runs, but is neither a Lifeguard confirmation nor re-gossiped.
         """
-        entry = self._entries.get(node_id)
+        entry = self._get(node_id)
         if entry is None or incarnation < entry.record.incarnation:
             return
         suspicion = self._suspicions.get(node_id)
@@ -184,6 +225,7 @@ class MemberTable:
         if not hearsay:
             accusation = Suspect(node_id=node_id, incarnation=incarnation, from_id=from_id)
             self._gossip(node_id, accusation)
+        entry = self._own(node_id, entry)
         self._raise_incarnation(entry, incarnation)
         self._set_state(entry, target, now)
         members = self._live_count
@@ -201,7 +243,7 @@ class MemberTable:
 
     def dead(self, node_id: str, incarnation: int, from_id: str, now: float) -> None:
         """Apply ``from_id``'s declaration that ``node_id`` died (or left, if itself)."""
-        entry = self._entries.get(node_id)
+        entry = self._get(node_id)
         if entry is None or incarnation < entry.record.incarnation:
             return
         self._suspicions.pop(node_id, None)
@@ -213,6 +255,7 @@ class MemberTable:
             self._refute(incarnation, None)  # leaving is done by leave(), never by rumour
             return
         self._gossip(node_id, Dead(node_id=node_id, incarnation=incarnation, from_id=from_id))
+        entry = self._own(node_id, entry)
         self._raise_incarnation(entry, incarnation)
         self._set_state(entry, target, now)
         if target is MemberState.LEFT:
@@ -224,6 +267,9 @@ class MemberTable:
         """Merge a peer's full state (memberlist mergeState)."""
         for item in entries:
             record = item.record
+            known = self._get(record.node_id)
+            if known is not None and known.record is record and known.state is item.state:
+                continue  # the very record we hold (in-process simulations): nothing new
             if item.state is MemberState.ALIVE:
                 self.alive(record, now)
                 continue
@@ -238,33 +284,33 @@ class MemberTable:
                 # Lifeguard's timer to its minimum without any new evidence.
                 self.suspect(record.node_id, record.incarnation, self.local_id, now, hearsay=True)
 
-    def seed_alive(self, records: Iterable[MemberRecord], now: float) -> None:
-        """Add ``records`` as ALIVE, silently: no event, no broadcast (a warm start)."""
-        for record in records:
-            node_id = record.node_id
-            if node_id == self.local_id or node_id in self._entries:
-                continue
-            if len(self._entries) >= MEMBERS_MAX:
-                self.members_dropped += 1
-                continue
-            self._entries[node_id] = _Entry(record, MemberState.ALIVE, now)
-            self._live_count += 1
-            self._on_added(node_id)
+    def seed_warm(self, warm: WarmTable) -> None:
+        """Read through to ``warm``'s ALIVE members, silently: no event, no broadcast.
+
+        Only on a table that knows nothing but itself (a warm start); the caller adds
+        the members to its probe order.
+        """
+        if self._size != 1 or self._warm:
+            raise ValueError("a warm table can only seed a fresh member table")
+        self._warm = warm.entries
+        others = len(warm.entries) - int(self.local_id in warm.entries)
+        self._size += others
+        self._live_count += others
 
     def expire_suspicions(self, now: float) -> None:
         """Declare dead every suspect whose Lifeguard timer ran out."""
         overdue = [n for n, s in self._suspicions.items() if s.deadline_s <= now]
         for node_id in overdue:
-            entry = self._entries[node_id]
+            entry = self._get(node_id)
             self._suspicions.pop(node_id)
-            if entry.state is MemberState.SUSPECT:
+            if entry is not None and entry.state is MemberState.SUSPECT:
                 self.dead(node_id, entry.record.incarnation, self.local_id, now)
 
     # ------------------------------------------------------------ local member
 
     def update_local(self, record: MemberRecord) -> None:
         """Publish a new local record (the caller bumped its version)."""
-        self._entries[self.local_id].record = record
+        self._local_entry().record = record
         self._gossip(self.local_id, Alive(record=record))
 
     def leave(self, now: float) -> None:
@@ -272,7 +318,7 @@ class MemberTable:
         if self.left:
             return
         self.left = True
-        entry = self._entries[self.local_id]
+        entry = self._local_entry()
         self._set_state(entry, MemberState.LEFT, now)
         incarnation = entry.record.incarnation
         farewell = Dead(node_id=self.local_id, incarnation=incarnation, from_id=self.local_id)
@@ -282,13 +328,13 @@ class MemberTable:
         """Forget members dead or left for longer than the retention; return their ids."""
         gone = [
             node_id
-            for node_id, e in self._entries.items()
+            for node_id, e in self._items()
             if e.state not in LIVE_STATES
             and node_id != self.local_id
             and now - e.state_change_s > DEAD_MEMBER_RETENTION_S
         ]
         for node_id in gone:
-            del self._entries[node_id]
+            self._forget(node_id)
         return gone
 
     # ----------------------------------------------------------------- helpers
@@ -298,7 +344,7 @@ class MemberTable:
         if node_id == self.local_id:
             self._check_own_record(record)
             return
-        entry = self._entries.get(node_id)
+        entry = self._get(node_id)
         if entry is None:
             if claims_alive:
                 self._add(record, now)
@@ -314,6 +360,7 @@ class MemberTable:
         incarnation = max(record.incarnation, old.incarnation)
         if merged.incarnation != incarnation:
             merged = dataclasses.replace(merged, incarnation=incarnation)
+        entry = self._own(node_id, entry)
         entry.record = merged
         old_state = entry.state
         if target is not None:
@@ -331,22 +378,21 @@ class MemberTable:
             self._emit(MemberUpdated(record=merged))
 
     def _add(self, record: MemberRecord, now: float) -> None:
-        if len(self._entries) >= MEMBERS_MAX and not self._evict_one():
+        if self._size >= MEMBERS_MAX and not self._evict_one():
             self.members_dropped += 1
             return
         self._entries[record.node_id] = _Entry(record, MemberState.ALIVE, now)
+        self._size += 1
         self._live_count += 1
         self._gossip(record.node_id, Alive(record=record))
         self._emit(MemberJoined(record=record))
         self._on_added(record.node_id)
 
     def _evict_one(self) -> bool:
-        gone = [
-            (e.state_change_s, n) for n, e in self._entries.items() if e.state not in LIVE_STATES
-        ]
+        gone = [(e.state_change_s, n) for n, e in self._items() if e.state not in LIVE_STATES]
         if not gone:
             return False
-        del self._entries[min(gone)[1]]
+        self._forget(min(gone)[1])
         return True
 
     def _check_own_record(self, record: MemberRecord) -> None:
@@ -372,7 +418,7 @@ class MemberTable:
             version = bumped(accused_version)
         incarnation = bumped(max(local.incarnation, accused_incarnation))
         refuted = dataclasses.replace(local, incarnation=incarnation, version=version)
-        self._entries[self.local_id].record = refuted
+        self._local_entry().record = refuted
         self._awareness.apply_delta(REFUTED_DELTA)
         self.refutations += 1
         self._gossip(self.local_id, Alive(record=refuted))
@@ -386,8 +432,55 @@ class MemberTable:
         is_live = state in LIVE_STATES
         self._live_count += int(is_live) - int(was_live)
         if entry.state is not state:
+            if entry.state is MemberState.DEAD:
+                self._dead.discard(entry.record.node_id)
+            elif state is MemberState.DEAD:
+                self._dead.add(entry.record.node_id)
             entry.state = state
             entry.state_change_s = now
+
+    # ------------------------------------------------- own entries, warm table
+
+    def _get(self, node_id: str) -> _Entry | None:
+        entries = self._entries
+        if node_id in entries:
+            return entries[node_id]
+        return self._warm.get(node_id)
+
+    def _own(self, node_id: str, entry: _Entry) -> _Entry:
+        """``entry`` made ours to change: a copy when it is the shared warm one."""
+        if node_id in self._entries:
+            return entry
+        own = _Entry(entry.record, entry.state, entry.state_change_s)
+        self._entries[node_id] = own
+        return own
+
+    def _local_entry(self) -> _Entry:
+        entry = self._entries[self.local_id]
+        assert entry is not None
+        return entry
+
+    def _items(self) -> Iterable[tuple[str, _Entry]]:
+        for node_id, entry in self._entries.items():
+            if entry is not None:
+                yield node_id, entry
+        entries = self._entries
+        for node_id, entry in self._warm.items():
+            if node_id not in entries:
+                yield node_id, entry
+
+    def _forget(self, node_id: str) -> None:
+        entry = self._get(node_id)
+        if entry is None:
+            return
+        if entry.state in LIVE_STATES:
+            self._live_count -= 1
+        self._dead.discard(node_id)
+        self._size -= 1
+        if node_id in self._warm:
+            self._entries[node_id] = None
+        else:
+            del self._entries[node_id]
 
     def _gossip(self, node_id: str, message: Message) -> None:
         self._broadcasts.queue(node_id, encode_part(message), message)

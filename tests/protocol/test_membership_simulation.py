@@ -128,7 +128,7 @@ def test_writes_the_plot(lossy: tuple[str, dict[str, Any], int, Path]) -> None:
 
 def test_refuses_clusters_beyond_the_member_bound() -> None:
     done = subprocess.run(
-        [sys.executable, str(SIMULATION), "--nodes", "10000", "--seed", "1", "--json"],
+        [sys.executable, str(SIMULATION), "--nodes", "20000", "--seed", "1", "--json"],
         capture_output=True,
         text=True,
         timeout=SIM_TIMEOUT_S,

@@ -14,8 +14,10 @@ server at a time); the next check asks again.  Admitted members therefore join t
 configuration as learners at once, the stable ones are promoted up to
 ``max_voters``, dead voters are demoted and revoked members removed.
 
-Nothing happens until the leader itself is a committed member (the founder admits
-itself first), so the plan never removes the node that executes it.
+Nothing happens until the leader itself has been admitted on the log (the founder
+admits itself first), so a fresh cluster's plan never removes its only voter.  A
+leader whose own certificate was revoked plans its own removal: once that change
+commits it is no voter any more and the others elect a leader among themselves.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ class VoterManager:
             self._alive_since.setdefault(node_id, now)
         raft = self.service.raft
         control = self.service.control
-        if raft.role is not Role.LEADER or not control.is_active(raft.id):
-            return
+        if raft.role is not Role.LEADER or raft.id not in control.members:
+            return  # the founder admits itself first; a revoked leader removes itself
         if raft.log.committed < raft.pending_conf_index:
             return  # one change at a time
         members = [

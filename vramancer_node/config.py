@@ -239,6 +239,7 @@ class ConsensusSection:
 
 
 RUNTIME_DTYPES = ("fp32", "bf16", "fp16")
+PLACEMENT_SOURCES = ("local", "consensus")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,6 +279,13 @@ class RuntimeSection:
         max=86400,
     )
     threads: int = setting(0, "Torch CPU threads; 0: torch's default.", min=0, max=1024)
+    placement_source: str = setting(
+        "local",
+        "Where placements come from: `local` (this node's own, set through the API or"
+        " computed on first use) or `consensus` (committed through Raft, planned by the"
+        " leader).",
+        choices=PLACEMENT_SOURCES,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,16 +5,17 @@ host (serving the ``stage`` service on the peer listener) and the driver;
 ``generate_stream`` is the one method the API and the OpenAI endpoints generate
 through.
 
-Placements come from :attr:`placements`, a
-:class:`~vramancer_node.pipeline.placements.PlacementSource`.  Today that is this
-node's :class:`~vramancer_node.pipeline.placements.LocalPlacementSource`; once the
-consensus service commits placements, the switch is the one line marked below.
+Placements come from a :class:`~vramancer_node.pipeline.placements.PlacementSource`:
+this node's :class:`~vramancer_node.pipeline.placements.LocalPlacementSource`
+(:attr:`placements`, ``runtime.placement_source = "local"``, the default) or the
+placements committed through Raft (``"consensus"``,
+:mod:`vramancer_node.pipeline.committed`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -30,7 +31,9 @@ from vramancer_node.pipeline import (
     StageHost,
     TokenEvent,
 )
+from vramancer_node.pipeline.committed import ConsensusNode, ConsensusPlacementSource
 from vramancer_node.pipeline.metrics import collect_driver
+from vramancer_node.pipeline.placements import PlacementSource
 from vramancer_node.runtime import SamplingParams
 
 
@@ -55,8 +58,9 @@ class PipelineWiring(NodeParts):
         runtime = self.config.runtime
         if runtime.threads:
             torch.set_num_threads(runtime.threads)
-        # The switch to committed placements: placements = self (Node.committed_placement).
-        placements = self.placements
+        placements: PlacementSource = self.placements
+        if runtime.placement_source == "consensus":  # committed through Raft
+            placements = ConsensusPlacementSource(cast(ConsensusNode, self), self.models)
         self.stage_host = StageHost(
             self.identity.node_id,
             self.models,

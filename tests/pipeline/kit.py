@@ -46,10 +46,12 @@ def api(state: Path, method: str, path: str, body: Any = None) -> tuple[int, Any
     return response.status_code, response.json()
 
 
-def start_cluster(root: Path, models: Sequence[Sequence[Path]]) -> list[Daemon]:
+def start_cluster(
+    root: Path, models: Sequence[Sequence[Path]], *, config_toml: str = CONFIG_TOML
+) -> list[Daemon]:
     """One daemon per entry of ``models`` (its checkpoint directories); the first founds."""
     config = root / "node.toml"
-    config.write_text(CONFIG_TOML)
+    config.write_text(config_toml)
     daemons: list[Daemon] = []
     token = address = ""
     for index, dirs in enumerate(models):

@@ -194,6 +194,13 @@ def pipeline_routes(node: Node) -> list[Route]:
 
     async def set_placement(request: Request) -> Response:
         model_id = request.path_params["model"]
+        if node.config.runtime.placement_source != "local":
+            return _error(
+                409,
+                "placements are committed through consensus on this node "
+                "(runtime.placement_source); use `vramancer placement propose`",
+                "placement_source",
+            )
         try:
             body = await _json_object(request)
             layers = node.models.config(model_id).num_hidden_layers

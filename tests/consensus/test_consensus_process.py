@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.cluster.kit import cli_json, founding_token, start_local, wait_until
@@ -56,14 +57,23 @@ class Cluster:
         self.ids[name] = status["node_id"]
         self.address[name] = status["listening"][0]
 
+    def api(self, name: str, path: str) -> Any:
+        # Polling goes straight to the API socket (a CLI process per poll is slow on a
+        # busy machine); the CLI itself is exercised where a user would run it.
+        transport = httpx.HTTPTransport(uds=str(self.root / name / "api.sock"))
+        with httpx.Client(transport=transport, base_url="http://node", timeout=30) as client:
+            response = client.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def status(self, name: str) -> dict[str, Any]:
-        return cli_json(self.root / name, "status")
+        return self.api(name, "/v1/status")
 
     def consensus(self, name: str) -> dict[str, Any]:
         return self.status(name)["consensus"]
 
     def placements(self, name: str) -> list[dict[str, Any]]:
-        return cli_json(self.root / name, "placement")["placements"]
+        return self.api(name, "/v1/placement")["placements"]
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.procs.pop(name)
@@ -137,6 +147,10 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
         CONVERGE_S,
         "the same placement epoch on every node",
     )
+    shown = cli_json(cluster.root / leader, "placement")
+    assert shown["schema"] == "vramancer.placements.v1" and shown["placements"] == [proposed]
+    table = run_cli("vramancer", "--state-dir", str(cluster.root / leader), "placement")
+    assert table.returncode == 0 and "tiny-llama" in table.stdout and "MEMORY" in table.stdout
 
     # A model that fits nowhere is refused with the optimiser's shortfall.
     huge = model_dir(cluster.root, "huge-llama", HUGE_LLAMA)

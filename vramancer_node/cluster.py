@@ -8,9 +8,10 @@ that founds a cluster, and later any admin, also holds ``cluster/ca.key`` (the C
 Ed25519 seed, mode 0600) and ``cluster/tokens`` (the join-token registry, hashed) —
 that makes it able to admit.
 
-Until the consensus issue moves admission onto the replicated log, the founder is
-the one admin and allocates certificate serials from ``next_serial``; revocations
-are a local set (``revoked``) that every handshake consults.
+The founder is the one admin and allocates certificate serials from
+``next_serial``.  Admission itself is committed on the consensus log before the
+grant leaves (:mod:`vramancer_node.consensuswiring`), and revocations are consensus
+entries too; the local ``revoked_serials`` set is still honoured alongside them.
 
 Every file goes through :func:`vramancer_node.atomic.atomic_write`.  A file that
 does not parse is a :class:`ClusterStateError` naming it — never silently replaced.

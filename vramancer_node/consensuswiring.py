@@ -267,7 +267,7 @@ class ConsensusWiring(NodeParts):
         ]
 
     def placements_view(self) -> list[dict[str, Any]]:
-        """Every committed placement (schema ``vramancer.placements.v1``)."""
+        """Every committed placement (schema ``vramancer.consensus.placements.v1``)."""
         if self.consensus is None:
             return []
         names = {m.node_id: m.node_name for m in self.consensus.control.members.values()}

@@ -141,14 +141,16 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
     assert proposed["stages"][0]["first_layer"] == 0
     assert proposed["stages"][-1]["last_layer_exclusive"] == TINY_LLAMA["num_hidden_layers"]
     assert {s["node_id"] for s in proposed["stages"]} <= set(everyone)
-    assert proposed.pop("schema") == "vramancer.placement.v1"
+    assert proposed.pop("schema") == "vramancer.consensus.placement.v1"
     wait_until(
         lambda: all(cluster.placements(n) == [proposed] for n in names),
         CONVERGE_S,
         "the same placement epoch on every node",
     )
     shown = cli_json(cluster.root / leader, "placement")
-    assert shown["schema"] == "vramancer.placements.v1" and shown["placements"] == [proposed]
+    assert shown["schema"] == "vramancer.consensus.placements.v1" and shown["placements"] == [
+        proposed
+    ]
     table = run_cli("vramancer", "--state-dir", str(cluster.root / leader), "placement")
     assert table.returncode == 0 and "tiny-llama" in table.stdout and "MEMORY" in table.stdout
 

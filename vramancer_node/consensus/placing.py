@@ -233,7 +233,7 @@ def _same_layout(old: tuple[StageRange, ...], new: tuple[StageRange, ...]) -> bo
 
 
 def placement_view(committed: CommittedPlacement, names: Mapping[str, str]) -> dict[str, Any]:
-    """One committed placement as the API shows it (``vramancer.placement.v1``)."""
+    """One committed placement as the API shows it (``vramancer.consensus.placement.v1``)."""
     epoch = committed.placement
     decode_s = epoch.decode_ns_per_token / NANOSECONDS_PER_SECOND
     return {

@@ -4,10 +4,10 @@ Endpoints
 ---------
 ``GET /v1/consensus``       this node's Raft view and the replicated control state
                             (schema ``vramancer.consensus.v1``)
-``GET /v1/placement``       every committed placement (``vramancer.placements.v1``)
+``GET /v1/placement``       every committed placement (``vramancer.consensus.placements.v1``)
 ``POST /v1/placement``      ``{"model": DIR or config.json, "context_tokens": int,
                             "dtype": str}``: plan on the leader and commit the next
-                            epoch (``vramancer.placement.v1``); 400 bad request,
+                            epoch (``vramancer.consensus.placement.v1``); 400 bad request,
                             409 the model fits nowhere (the optimiser's shortfall
                             message), 503 no commit in time
 ``POST /v1/revocations``    ``{"node_id": str, "reason": str}`` (admins): commit a
@@ -61,7 +61,7 @@ def consensus_routes(node: Any) -> list[Route]:
 
     async def placements(request: Request) -> Response:
         return JSONResponse(
-            _body("vramancer.placements.v1", {"placements": node.placements_view()})
+            _body("vramancer.consensus.placements.v1", {"placements": node.placements_view()})
         )
 
     async def propose_placement(request: Request) -> Response:
@@ -87,7 +87,7 @@ def consensus_routes(node: Any) -> list[Route]:
             return _error(409, f"the placement was refused: {exc.reason}")
         except ProposalFailed as exc:
             return _error(503, str(exc))
-        return JSONResponse(_body("vramancer.placement.v1", view))
+        return JSONResponse(_body("vramancer.consensus.placement.v1", view))
 
     async def revoke(request: Request) -> Response:
         body = await _json_object(request)

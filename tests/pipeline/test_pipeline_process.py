@@ -174,6 +174,7 @@ def test_a_wrong_shape_activation_is_refused_and_the_node_keeps_serving(
     assert body["code"] == "bad_activation"
     assert "expects [1, 4, 48]" in body["error"], body["error"]
     assert "f32 [1, 4, 32]" in body["error"]
+    assert f"node {p3.node_id}" in body["error"]
     refusals = api(p3.state, "GET", "/v1/pipeline")[1]["host"]["refusals"]
     assert refusals.get("bad_activation", 0) >= 1
     put_placement(p1, "llama", stages_json((p3, 0, 3), (p1, 3, 4)))

@@ -230,7 +230,10 @@ class StageHost:
             cache=loaded.stage.new_kv_cache(max_tokens=opened.context_tokens),
             sampler=Sampler(_sampling(opened)) if downstream is None else None,
         )
-        self.sessions.open(session)
+        try:
+            self.sessions.open(session)
+        except ValueError:
+            raise Refusal("bad_activation", "this session id is already open here") from None
         try:
             while True:
                 with trio.move_on_after(self.settings.session_idle_timeout_s) as idle:
@@ -374,7 +377,7 @@ class StageHost:
             session_id=opened.session_id if opened else bytes(16),
             step=step or 0,
             code=refusal.code,
-            detail=refusal.detail,
+            detail=f"node {self.node_id}: {refusal.detail}",
         )
         with contextlib.suppress(*TRANSPORT_ERRORS, RemoteProtocolError):
             await _send(secure, header, b"")

@@ -42,6 +42,7 @@ from vramancer_node.consensus import (
     placement_view,
     plan_epoch,
     read_model,
+    replan_request,
     to_placement,
 )
 from vramancer_node.logs import get_logger
@@ -52,6 +53,11 @@ log = get_logger("daemon")
 
 OP_PLACE = "place"
 SELF_ADMISSION_RETRY_S = 0.2
+REPLAN_INTERVAL_S = 2.0
+"""How often the leader looks for placements to re-plan (a stage's node down, a
+member up or gone)."""
+UP_STATES = ("ALIVE", "SUSPECT")
+"""Gossip states of a member that may hold stages: a suspect is not moved away from."""
 
 
 class ConsensusWiring(NodeParts):
@@ -85,6 +91,7 @@ class ConsensusWiring(NodeParts):
         )
         nursery.start_soon(voters.run)
         nursery.start_soon(self._admit_self)
+        nursery.start_soon(self._replan_loop)
 
     def _require_consensus(self) -> ConsensusService:
         if self.consensus is None or not self.consensus.started.is_set():
@@ -258,13 +265,63 @@ class ConsensusWiring(NodeParts):
         return {"ok": True, "index": applied.index}
 
     def _placement_records(self) -> list[Any]:
+        """Gossiped records of the active members that are up (may hold stages)."""
         assert self.gossip is not None and self.consensus is not None
         control = self.consensus.control
         return [
             m.record
             for m in self.gossip.core.members()
-            if m.state.name == "ALIVE" and control.is_active(m.record.node_id)
+            if m.state.name in UP_STATES and control.is_active(m.record.node_id)
         ]
+
+    async def _replan_loop(self) -> None:
+        """Leader: re-plan every model whose stage's node is down, and every model when
+        the set of members that are up changes (hysteresis keeps a running placement
+        unless the new one is clearly faster)."""
+        assert self.consensus is not None
+        service = self.consensus
+        last_up: frozenset[str] | None = None
+        failures: dict[str, str] = {}
+        while True:
+            await trio.sleep(REPLAN_INTERVAL_S)
+            if service.raft.role is not Role.LEADER or self.gossip is None:
+                last_up = None
+                continue
+            up = frozenset(r.node_id for r in self._placement_records())
+            changed, last_up = up != last_up, up
+            for _, committed in sorted(service.control.placements.items()):
+                stranded = any(s.node_id not in up for s in committed.placement.stages)
+                if changed or stranded:
+                    await self._replan(service, committed, failures)
+
+    async def _replan(
+        self, service: ConsensusService, committed: CommittedPlacement, failures: dict[str, str]
+    ) -> None:
+        request = replan_request(committed)
+        if request is None:
+            return
+        model_id = request.model_id
+        try:
+            epoch = plan_epoch(request, self._placement_records(), committed)
+            if epoch is not None:
+                await service.submit(epoch)
+        except (
+            PlacementInfeasible,
+            PlacementRequestError,
+            ProfileError,
+            ProposalFailed,
+            ProposalRejected,
+        ) as exc:
+            if failures.get(model_id) != str(exc):  # say it once, not every interval
+                failures[model_id] = str(exc)
+                log.warning("re-planning failed", extra={"model": model_id, "detail": str(exc)})
+            return
+        failures.pop(model_id, None)
+        if epoch is not None:
+            log.info(
+                "placement re-planned",
+                extra={"model": model_id, "epoch": epoch.epoch, "stages": len(epoch.stages)},
+            )
 
     def placements_view(self) -> list[dict[str, Any]]:
         """Every committed placement (schema ``vramancer.consensus.placements.v1``)."""

@@ -9,7 +9,8 @@ a new codec version)::
 
     ADMIT_MEMBER            [1, node_id, certificate]            certificate: bin
     REVOKE                  [2, serial, reason]
-    PLACEMENT_EPOCH         [3, model_id, epoch, [stage...], decode_ns_per_token]
+    PLACEMENT_EPOCH         [3, model_id, epoch, [stage...], decode_ns_per_token,
+                             context_tokens, dtype, model_config]
     FEDERATION_LINK_ADD     [4, address, ca_fingerprint]
     FEDERATION_LINK_REMOVE  [5, address, ca_fingerprint]
 
@@ -30,11 +31,9 @@ from typing import Any
 import msgpack
 
 from protocol.control.commands import (
-    ADDRESS_CHARS_MAX,
     CERTIFICATE_BYTES_MAX,
-    MODEL_ID_CHARS_MAX,
+    MODEL_CONFIG_CHARS_MAX,
     PLACEMENT_STAGES_MAX,
-    REASON_CHARS_MAX,
     AdmitMember,
     Command,
     CommandKind,
@@ -50,9 +49,9 @@ from protocol.wire import array, fail, uint
 
 CODEC_VERSION = 1
 """First byte of every encoded command; bump on any incompatible change."""
-COMMAND_BYTES_MAX = 256 * 1024
-"""Largest encoded command: a 1024-stage placement is about 100 KiB."""
-_STR_BYTES_MAX = max(MODEL_ID_CHARS_MAX, REASON_CHARS_MAX, ADDRESS_CHARS_MAX) * 4  # utf-8
+COMMAND_BYTES_MAX = 1024 * 1024
+"""Largest encoded command: a 1024-stage placement (~100 KiB) and its model config."""
+_STR_BYTES_MAX = MODEL_CONFIG_CHARS_MAX * 4  # utf-8; each field's own limit is checked after
 
 
 def _stage_wire(stage: StageRange) -> list[Any]:
@@ -77,6 +76,9 @@ def _wire(command: Command) -> list[Any]:
             command.epoch,
             [_stage_wire(stage) for stage in command.stages],
             command.decode_ns_per_token,
+            command.context_tokens,
+            command.dtype,
+            command.model_config,
         ]
     if isinstance(command, FederationLinkAdd):
         kind = CommandKind.FEDERATION_LINK_ADD
@@ -135,13 +137,17 @@ def _build(wire: tuple[Any, ...]) -> Command:
         _, serial, reason = array(wire, "revoke", 3)
         return Revoke(serial=uint(serial, "revoke serial"), reason=_text(reason, "revoke reason"))
     if kind is CommandKind.PLACEMENT_EPOCH:
-        _, model_id, epoch, stages, decode_ns = array(wire, "placement epoch", 5)
+        fields = array(wire, "placement epoch", 8)
+        _, model_id, epoch, stages, decode_ns, context_tokens, dtype, model_config = fields
         stage_items = array(stages, "placement stages")
         return PlacementEpoch(
             model_id=_text(model_id, "placement model_id"),
             epoch=uint(epoch, "placement epoch"),
             stages=tuple(_stage(s, f"stage {i}") for i, s in enumerate(stage_items)),
             decode_ns_per_token=uint(decode_ns, "placement decode_ns_per_token"),
+            context_tokens=uint(context_tokens, "placement context_tokens"),
+            dtype=_text(dtype, "placement dtype"),
+            model_config=_text(model_config, "placement model_config"),
         )
     fields = array(wire, "federation link", 3)[1:]
     if kind is CommandKind.FEDERATION_LINK_ADD:

@@ -42,6 +42,11 @@ LAYERS_MAX = 1 << 20
 """Upper bound of a layer index: far beyond any decoder's depth."""
 DEVICE_INDEX_MAX = 1023
 """Devices one node may number."""
+MODEL_CONFIG_CHARS_MAX = 128 * 1024
+"""A model's ``config.json`` kept with its placement (a Llama config is ~1 KiB)."""
+DTYPE_CHARS_MAX = 32
+CONTEXT_TOKENS_MAX = 1 << 24
+"""Longest context a placement reserves KV cache for (the optimiser's limit)."""
 
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 _FINGERPRINT_RE = re.compile(r"^[a-z2-7]{52}$")
@@ -145,6 +150,13 @@ class PlacementEpoch:
     """Pipeline order; contiguous layer ranges from layer 0 (checked at apply)."""
     decode_ns_per_token: int = 0
     """The optimiser's predicted decode time per token (0: not known)."""
+    context_tokens: int = 0
+    """Tokens of KV cache the plan reserved (0: not known)."""
+    dtype: str = ""
+    """Weight dtype the plan assumed (empty: not known)."""
+    model_config: str = ""
+    """The model's ``config.json`` text, so any later leader can re-plan the model
+    (empty: not known, the model is only re-planned on request)."""
 
     def __post_init__(self) -> None:
         check_model_id(self.model_id)
@@ -154,6 +166,9 @@ class PlacementEpoch:
         if not all(isinstance(stage, StageRange) for stage in self.stages):
             raise ValueError("stages must hold StageRange items")
         check_int("decode_ns_per_token", self.decode_ns_per_token, 0, COUNTER_MAX)
+        check_int("context_tokens", self.context_tokens, 0, CONTEXT_TOKENS_MAX)
+        check_text("dtype", self.dtype, DTYPE_CHARS_MAX, empty_ok=True)
+        check_text("model_config", self.model_config, MODEL_CONFIG_CHARS_MAX, empty_ok=True)
 
     @property
     def num_layers(self) -> int:

@@ -1,8 +1,8 @@
 """Three real daemons on 127.0.0.1: one Raft leader, admissions committed on every
 node, a placement proposed from a follower and visible everywhere with the same
-epoch, the leader SIGKILLed and replaced with the placement intact, a restarted
-node that reloads its log before it is ready, and a revoked member refused by the
-others."""
+epoch, the leader SIGKILLed and replaced with the placement intact (re-planned onto
+the survivors if the dead node held layers), a restarted node that reloads its log
+before it is ready, and a revoked member refused by the others."""
 
 from __future__ import annotations
 
@@ -163,7 +163,8 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
     assert refused.returncode == 1
     assert "does not fit" in refused.stderr and "short" in refused.stderr, refused.stderr
 
-    # SIGKILL the leader: the two others elect a new one; the placement survives.
+    # SIGKILL the leader: the two others elect a new one; the placement survives, and
+    # if the dead node held layers they are re-planned onto the survivors (epoch 2).
     cluster.stop(leader, signal.SIGKILL)
     survivors = [n for n in names if n != leader]
     wait_until(
@@ -171,13 +172,32 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
         CONVERGE_S,
         "a new leader among the survivors",
     )
-    for name in survivors:
-        assert cluster.placements(name) == [proposed]
+    held = leader_id in {s["node_id"] for s in proposed["stages"]}
+    expected_epoch = 2 if held else 1
+    survivor_ids = {cluster.ids[n] for n in survivors}
+
+    def survived() -> bool:
+        views = [cluster.placements(n) for n in survivors]
+        if views[0] != views[1] or len(views[0]) != 1:
+            return False
+        placement = views[0][0]
+        on_survivors = {s["node_id"] for s in placement["stages"]} <= survivor_ids
+        return placement["epoch"] == expected_epoch and on_survivors
+
+    wait_until(survived, CONVERGE_S, f"placement epoch {expected_epoch} on the survivors")
+    current = cluster.placements(survivors[0])
+    if not held:
+        assert current == [proposed]
 
     # Restart it: its log is reloaded before it reports ready.
     cluster.start(leader, "--peer", cluster.address[survivors[0]])
-    assert cluster.placements(leader) == [proposed]
+    assert cluster.placements(leader)[0]["epoch"] >= 1
     assert cluster.consensus(leader)["applied_index"] >= proposed["log_index"]
+    wait_until(
+        lambda: cluster.placements(leader) == cluster.placements(survivors[0]),
+        CONVERGE_S,
+        "the restarted node caught up",
+    )
 
     # Revoke a non-admin member from the founder (an admin; it forwards to the leader).
     victim = "c"

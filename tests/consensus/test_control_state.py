@@ -103,7 +103,13 @@ def commands(draw: st.DrawFn) -> object:
             first += layers
         model = draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,20}", fullmatch=True))
         return PlacementEpoch(
-            model_id=model, epoch=draw(st.integers(1, 2**40)), stages=tuple(items)
+            model_id=model,
+            epoch=draw(st.integers(1, 2**40)),
+            stages=tuple(items),
+            decode_ns_per_token=draw(st.integers(0, 2**40)),
+            context_tokens=draw(st.integers(0, 1 << 24)),
+            dtype=draw(st.sampled_from(["", "bf16", "float32"])),
+            model_config=draw(st.text(max_size=200)),
         )
     link = FederationLink(
         address=f"{draw(names)}:{draw(st.integers(0, 65535))}",
@@ -143,9 +149,14 @@ def test_truncated_or_flipped_commands_never_escape_as_other_errors(command, dat
         (b"\x01" + msgpack.packb([2, True, ""]), "revoke serial"),
         (b"\x01" + msgpack.packb([1, "n", "not-bin"]), "bin"),
         (b"\x01" + msgpack.packb({"kind": 2}), "malformed"),
-        (b"\x01" + msgpack.packb([3, "m", 1, [], 0]), "stages"),
-        (b"\x01" + msgpack.packb([3, "../x", 1, [["n", 0, 0, 1, 0]], 0]), "model id"),
-        (b"\x01" + msgpack.packb([3, "m", 1, [["n", 0, 2, 1, 0]], 0]), "at least one layer"),
+        (b"\x01" + msgpack.packb([3, "m", 1, [], 0, 0, "", ""]), "stages"),
+        (b"\x01" + msgpack.packb([3, "../x", 1, [["n", 0, 0, 1, 0]], 0, 0, "", ""]), "model id"),
+        (
+            b"\x01" + msgpack.packb([3, "m", 1, [["n", 0, 2, 1, 0]], 0, 0, "", ""]),
+            "at least one layer",
+        ),
+        (b"\x01" + msgpack.packb([3, "m", 1, [["n", 0, 0, 1, 0]], 0]), "array of 8"),
+        (b"\x01" + msgpack.packb([3, "m", 1, [["n", 0, 0, 1, 0]], 0, -1, "", ""]), "context"),
         (b"\x01" + msgpack.packb([4, "nohost", FINGERPRINT]), "HOST:PORT"),
         (b"\x01" + msgpack.packb([4, "h:1", "XYZ"]), "ca_fingerprint"),
         (b"\x01" + msgpack.packb([2, 1, "x"]) + b"\x00", "malformed"),

@@ -44,6 +44,7 @@ from vramancer_node.consensus.placing import (
     placement_view,
     plan_epoch,
     read_model,
+    replan_request,
     to_placement,
 )
 from vramancer_node.consensus.service import (
@@ -72,5 +73,6 @@ __all__ = [
     "placement_view",
     "plan_epoch",
     "read_model",
+    "replan_request",
     "to_placement",
 ]

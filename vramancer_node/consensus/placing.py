@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.control import CommittedPlacement, PlacementEpoch, StageRange
-from protocol.control.commands import check_model_id
+from protocol.control.commands import MODEL_CONFIG_CHARS_MAX, check_model_id
 from protocol.membership import MemberRecord
 from protocol.placement import (
     ModelProfile,
@@ -45,8 +45,8 @@ from protocol.placement import (
 from protocol.placement.request import CONTEXT_TOKENS_MAX
 
 CONFIG_FILE_NAME = "config.json"
-CONFIG_BYTES_MAX = 512 * 1024
-"""A Hugging Face config.json is a few KiB; refuse anything absurd."""
+CONFIG_BYTES_MAX = MODEL_CONFIG_CHARS_MAX
+"""A Hugging Face config.json is a few KiB; it travels in the log with the placement."""
 NANOSECONDS_PER_SECOND = 1_000_000_000
 
 
@@ -222,6 +222,23 @@ def plan_epoch(
         epoch=1 if previous is None else previous.placement.epoch + 1,
         stages=stages,
         decode_ns_per_token=round(placement.decode_s_per_token * NANOSECONDS_PER_SECOND),
+        context_tokens=request.context_tokens,
+        dtype=request.dtype,
+        model_config=request.config_json,
+    )
+
+
+def replan_request(committed: CommittedPlacement) -> PlaceRequest | None:
+    """The request a committed placement was planned from, to plan it again (None if
+    the epoch does not carry its model config)."""
+    epoch = committed.placement
+    if not (epoch.model_config and epoch.context_tokens and epoch.dtype):
+        return None
+    return PlaceRequest(
+        model_id=epoch.model_id,
+        config_json=epoch.model_config,
+        context_tokens=epoch.context_tokens,
+        dtype=epoch.dtype,
     )
 
 
@@ -241,6 +258,8 @@ def placement_view(committed: CommittedPlacement, names: Mapping[str, str]) -> d
         "epoch": epoch.epoch,
         "log_index": committed.index,
         "num_layers": epoch.num_layers,
+        "context_tokens": epoch.context_tokens or None,
+        "dtype": epoch.dtype or None,
         "decode_s_per_token": decode_s,
         "tokens_per_s": (1.0 / decode_s) if decode_s > 0 else None,
         "stages": [

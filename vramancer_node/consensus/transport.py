@@ -65,7 +65,7 @@ LINK_QUEUE_MESSAGES_MAX = 1024
 """Messages queued for one peer; more are dropped (Raft resends)."""
 RETRY_PAUSE_S = 0.5
 """Pause after a failed connection before the link tries again."""
-REQUEST_BYTES_MAX = 1024 * 1024
+REQUEST_BYTES_MAX = 2 * 1024 * 1024
 """Largest forwarded request or reply (a command or a model config)."""
 
 SEND_ERRORS = (

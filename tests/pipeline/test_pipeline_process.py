@@ -4,7 +4,9 @@ are clear errors, and the node that refused keeps serving.
 
 One three-daemon cluster serves the whole module.  Every node serves ``llama`` (4
 layers, GQA) and ``qwen2`` (bias + GQA); the ``mixed`` model is a 32-wide checkpoint on
-p1 and p2 but a 48-wide one on p3, so p1 -> p3 sends hidden states of the wrong width.
+p1 and p2 but a 48-wide one on p3, so p1 -> p3 sends hidden states of the wrong width;
+p2's copy of ``holey`` lacks a tensor of layer 3; p1's ``gpt`` is an architecture the
+runtime does not support.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from safetensors.torch import load_file, save_file
 
 from tests.conftest import run_cli
 from tests.pipeline.kit import (
@@ -43,6 +46,12 @@ def root() -> Iterator[Path]:
         write_checkpoint(path / "models" / "mixed", tiny_config("llama"), seed=3)
         wide = tiny_config("llama", hidden_size=48)
         write_checkpoint(path / "wide" / "mixed", wide, seed=3)
+        write_checkpoint(path / "models" / "holey", tiny_config("llama"), seed=5)
+        holey = write_checkpoint(path / "short" / "holey", tiny_config("llama"), seed=5)
+        tensors = load_file(holey / "model.safetensors")
+        del tensors["model.layers.3.mlp.down_proj.weight"]
+        save_file(tensors, str(holey / "model.safetensors"))
+        write_checkpoint(path / "models" / "gpt", tiny_config("gpt2"), seed=6)
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -55,8 +64,8 @@ def cluster(root: Path) -> Iterator[list[Daemon]]:
     daemons = start_cluster(
         root,
         [
-            [*common, models / "mixed"],
-            [*common, models / "mixed"],
+            [*common, models / "mixed", models / "holey", models / "gpt"],
+            [*common, models / "mixed", root / "short" / "holey"],
             [*common, root / "wide" / "mixed"],
         ],
     )
@@ -209,3 +218,19 @@ def test_a_text_prompt_is_tokenized_by_the_node(cluster: list[Daemon], root: Pat
     body["prompt"] = "lowercase bytes are outside a 96-token vocabulary"
     status, error = api(driver.state, "POST", "/v1/generate", body)
     assert status == 400 and "cannot tokenize the prompt" in error["error"]
+
+
+def test_a_broken_checkpoint_is_a_clear_error_and_the_node_keeps_serving(
+    cluster: list[Daemon], root: Path
+) -> None:
+    p1, p2, _p3 = cluster
+    put_placement(p1, "holey", stages_json((p1, 0, 2), (p2, 2, 4)))
+    status, body = generate(p1, "holey", PROMPT)
+    assert (status, body["code"]) == (502, "load_failed"), body
+    assert "model.layers.3.mlp.down_proj.weight" in body["error"]
+    assert f"node {p2.node_id}" in body["error"]
+    put_placement(p1, "llama", stages_json((p2, 0, 4)))
+    status, events = generate(p1, "llama", PROMPT)
+    assert status == 200, events
+    status, body = generate(p1, "gpt", PROMPT)
+    assert status == 500 and "gpt2" in body["error"], body

@@ -32,6 +32,7 @@ from vramancer_node.weights import (
     WeightsStore,
 )
 from vramancer_node.weights.fetch import TRANSFER_ERRORS
+from vramancer_node.weights.metrics import collect_weights
 from vramancer_node.weights.sources import plan_files
 
 log = get_logger("weights")
@@ -83,6 +84,10 @@ class WeightsWiring(NodeParts):
         self.fetcher = Fetcher(self.peers, _log_progress)
         self.fetch_jobs = {}
         self._weights_nursery = None
+        self.metrics.register_collector(
+            lambda: collect_weights(self.fetcher, self.weights_server, self.fetch_jobs),
+            name="weights",
+        )
 
     def _start_weights(self, nursery: trio.Nursery) -> None:
         """Serve the ``weights`` service (the peer listener runs)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import run_cli
 from tests.pipeline.kit import Daemon, api, reference_tokens, start_cluster, stop_cluster
@@ -53,6 +54,18 @@ def openai_client(daemon: Daemon) -> openai.OpenAI:
     transport = httpx.HTTPTransport(uds=str(daemon.state / "api.sock"))
     http = httpx.Client(transport=transport, timeout=120)
     return openai.OpenAI(base_url="http://node/v1", api_key="unused", http_client=http)
+
+
+def scrape(daemon: Daemon, name: str, **labels: str) -> float:
+    """One sample of the daemon's /metrics."""
+    transport = httpx.HTTPTransport(uds=str(daemon.state / "api.sock"))
+    with httpx.Client(transport=transport, base_url="http://node", timeout=60) as client:
+        text = client.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"no sample {name}{labels} in /metrics")
 
 
 def test_openai_chat_streams_from_a_real_daemon(cluster: tuple[Path, list[Daemon]]) -> None:
@@ -114,6 +127,10 @@ def test_a_node_fetches_the_checkpoint_from_a_member(cluster: tuple[Path, list[D
     _, served = api(daemons[0].state, "GET", "/v1/weights")
     assert served["served"]["bytes_served"] == sum((model / n).stat().st_size for n in originals)
     assert job["model_info"]["manifest_sha256"] == served["models"][0]["manifest_sha256"]
+    total = sum((model / n).stat().st_size for n in originals)
+    assert scrape(daemons[0], "vramancer_weights_served_bytes_total") == total
+    assert scrape(daemons[1], "vramancer_weights_fetched_bytes_total") == total
+    assert scrape(daemons[1], "vramancer_weights_fetch_jobs", state="done") == 1
     listing = run_cli("vramancer", "--state-dir", p2, "weights")
     assert listing.returncode == 0 and MODEL in listing.stdout and "fetched" in listing.stdout
     # Fetching again finds every file in place; the blocking API form says where.

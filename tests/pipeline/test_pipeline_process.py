@@ -32,6 +32,9 @@ from tests.pipeline.kit import (
     stop_cluster,
 )
 from tests.runtime.kit import tiny_config, write_checkpoint
+from vramancer_node.runtime import SamplingParams, load_stage
+from vramancer_node.runtime import generate as generate_locally
+from vramancer_node.serving.tokenizer import load_tokenizer
 
 PROMPT = [5, 17, 3, 88, 41, 9, 60, 2, 33, 71]
 MAX_NEW_TOKENS = 12
@@ -204,8 +207,6 @@ def test_unknown_model_and_bad_prompt_are_clear_errors(cluster: list[Daemon]) ->
 
 
 def test_a_text_prompt_is_tokenized_by_the_node(cluster: list[Daemon], root: Path) -> None:
-    from vramancer_node.serving.tokenizer import load_tokenizer
-
     driver = cluster[0]
     put_placement(driver, "llama", {"strategy": "even", "nodes": [d.node_id for d in cluster]})
     body = {"model": "llama", "prompt": "HELLO 42", "max_tokens": 6, "stop_token_ids": []}
@@ -234,3 +235,20 @@ def test_a_broken_checkpoint_is_a_clear_error_and_the_node_keeps_serving(
     assert status == 200, events
     status, body = generate(p1, "gpt", PROMPT)
     assert status == 500 and "gpt2" in body["error"], body
+
+
+def test_seeded_sampling_across_daemons_equals_the_single_process_run(
+    cluster: list[Daemon], root: Path
+) -> None:
+    driver = cluster[0]
+    put_placement(driver, "qwen2", {"strategy": "even", "nodes": [d.node_id for d in cluster]})
+    knobs = {"temperature": 0.9, "top_k": 20, "top_p": 0.95, "seed": 7}
+    body = {"model": "qwen2", "prompt_ids": PROMPT, "max_tokens": MAX_NEW_TOKENS, **knobs}
+    status, events = api(driver.state, "POST", "/v1/generate", body)
+    assert status == 200, events
+    stage = load_stage(root / "models" / "qwen2", 0, 4, has_embedding=True, has_head=True)
+    params = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, **knobs)  # type: ignore[arg-type]
+    expected = generate_locally([stage], PROMPT, params, prefill_chunk_tokens=4)
+    assert events[-1]["token_ids"] == expected
+    greedy = reference_tokens(root / "models" / "qwen2", PROMPT, MAX_NEW_TOKENS)
+    assert expected != greedy, "sampling must differ from greedy, or this proves nothing"

@@ -71,9 +71,21 @@ def status(
             ("serial", body.get("serial")),
             ("roles", body.get("roles")),
             ("listening", body.get("listening")),
+            ("consensus", _consensus_line(body.get("consensus"))),
             ("peers", body.get("peers")),
             ("public_key", body.get("public_key")),
         ]
+    )
+
+
+def _consensus_line(view: dict[str, Any] | None) -> str | None:
+    if not view or "term" not in view:
+        return None if not view else str(view.get("role"))
+    leader = (view.get("leader") or "none")[:12]
+    voters, learners = len(view.get("voters") or []), len(view.get("learners") or [])
+    return (
+        f"{view['role']}, term {view['term']}, leader {leader}, commit {view['commit_index']},"
+        f" {voters} voter(s), {learners} learner(s)"
     )
 
 

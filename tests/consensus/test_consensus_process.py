@@ -66,6 +66,11 @@ class Cluster:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def post(self, name: str, path: str, content: bytes) -> httpx.Response:
+        transport = httpx.HTTPTransport(uds=str(self.root / name / "api.sock"))
+        with httpx.Client(transport=transport, base_url="http://node", timeout=30) as client:
+            return client.post(path, content=content)
+
     def status(self, name: str) -> dict[str, Any]:
         return self.api(name, "/v1/status")
 
@@ -129,6 +134,8 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
     wait_until(lambda: agreed_leader(cluster, names) is not None, CONVERGE_S, "one leader")
     leader_id = agreed_leader(cluster, names)
     leader = next(n for n in names if cluster.ids[n] == leader_id)
+    shown = run_cli("vramancer", "--state-dir", str(cluster.root / leader), "status")
+    assert shown.returncode == 0 and "leader, term" in shown.stdout, shown.stdout
     follower = next(n for n in names if n != leader)
 
     # A placement proposed on a follower is planned by the leader and committed.
@@ -153,6 +160,20 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
     ]
     table = run_cli("vramancer", "--state-dir", str(cluster.root / leader), "placement")
     assert table.returncode == 0 and "tiny-llama" in table.stdout and "MEMORY" in table.stdout
+
+    # Bad requests get a clear refusal and the node keeps serving.
+    for path, content, code, message in (
+        ("/v1/placement", b"{not json", 400, "not JSON"),
+        ("/v1/placement", b'{"model": "/nonexistent/m"}', 400, "cannot read"),
+        ("/v1/placement", json.dumps({"model": str(tiny), "context_tokens": 0}).encode(), 400,
+         "context_tokens"),
+        ("/v1/revocations", b'{"node_id": "nobody"}', 403, "admin"),
+    ):  # fmt: skip
+        response = cluster.post(follower if follower != "a" else "b", path, content)
+        assert response.status_code == code and message in response.json()["error"], response.text
+    unknown = cluster.post("a", "/v1/revocations", b'{"node_id": "nobody"}')
+    assert unknown.status_code == 404 and "not a committed member" in unknown.json()["error"]
+    assert cluster.api(follower, "/v1/consensus")["schema"] == "vramancer.consensus.v1"
 
     # A model that fits nowhere is refused with the optimiser's shortfall.
     huge = model_dir(cluster.root, "huge-llama", HUGE_LLAMA)

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from protocol.session import SERVICE_WEIGHTS
-from protocol.weights import Manifest
+from protocol.weights import Manifest, file_name_problem
 from vramancer_node.logs import get_logger
 from vramancer_node.nodeparts import NodeParts
 from vramancer_node.weights import (
@@ -99,6 +99,9 @@ class WeightsWiring(NodeParts):
         """Fetch in the background (``ensure_model_files``); the job's state is in
         :attr:`fetch_jobs`.  A fetch of the same model already running is reused."""
         self.weights_store.fetched_directory(model_id)  # ValueError for a bad id, now
+        for name in files or ():
+            if (problem := file_name_problem(name)) is not None:
+                raise ValueError(problem)
         job = self.fetch_jobs.get(model_id)
         if job is not None and job["state"] == "running":
             return job
@@ -177,8 +180,13 @@ class WeightsWiring(NodeParts):
             assert directory is not None
             return directory
         destination = self.weights_store.fetched_directory(model_id)  # ValueError: bad id
+        for name in files or ():
+            if (problem := file_name_problem(name)) is not None:
+                raise ValueError(problem)
         manifests = await self.member_manifests(model_id)
         if not manifests:
+            if files and all((destination / name).is_file() for name in files):
+                return destination  # fetched earlier, and nobody to compare with now
             raise NoSourceError(f"no live member has model {model_id!r}")
         plans = plan_files(model_id, manifests, files)
         await trio.to_thread.run_sync(lambda: destination.mkdir(parents=True, exist_ok=True))

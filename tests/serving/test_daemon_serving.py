@@ -150,3 +150,6 @@ def test_fetch_errors(cluster: tuple[Path, list[Daemon]]) -> None:
     assert status == 400
     status, body = api(daemons[1].state, "POST", "/v1/weights/fetch", {"model": 5})
     assert status == 400
+    traversal = {"model": MODEL, "files": ["../p1/node.key"]}
+    status, body = api(daemons[1].state, "POST", "/v1/weights/fetch", traversal)
+    assert status == 400 and "separator" in body["error"]

@@ -14,7 +14,9 @@ one of those) / ``messages``, ``max_tokens`` (chat also ``max_completion_tokens`
 ``top_k`` (an extension: 0 or -1 means no limit), ``seed``, ``stop`` (a string or up to
 four), ``stream`` and ``stream_options.include_usage``, ``n`` (only 1).  Other fields
 (``user``, ``presence_penalty`` ...) are ignored, as most OpenAI-compatible servers do;
-``logprobs`` and ``n > 1`` are refused rather than silently not honoured.
+what would change the answer's meaning is refused rather than silently not honoured:
+``logprobs``, ``n > 1``, ``echo``, ``suffix``, ``best_of > 1``, ``tools``,
+``functions``, ``top_logprobs`` and a ``response_format`` other than text.
 """
 
 from __future__ import annotations
@@ -165,10 +167,20 @@ def _object(body: object) -> Mapping[str, Any]:
     return body
 
 
+def _refuse_unsupported(fields: Mapping[str, Any], unsupported: Mapping[str, object]) -> None:
+    """Refuse a field whose value asks for something not served (``None`` or the
+    listed default is fine)."""
+    for key, default in unsupported.items():
+        value = fields.get(key)
+        if value is not None and value != default:
+            raise _fail(key, f"{key}={str(value)[:40]} is not supported", "unsupported_value")
+
+
 def parse_completion(body: object) -> CompletionRequest:
     """A ``POST /v1/completions`` body."""
     fields = _object(body)
     sampling = _sampling(fields, ("max_tokens",))
+    _refuse_unsupported(fields, {"echo": False, "suffix": "", "best_of": 1})
     prompt = fields.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]  # a batch of one
@@ -208,6 +220,10 @@ def parse_chat(body: object) -> ChatRequest:
     """A ``POST /v1/chat/completions`` body."""
     fields = _object(body)
     sampling = _sampling(fields, ("max_completion_tokens", "max_tokens"))
+    _refuse_unsupported(fields, {"tools": [], "functions": [], "top_logprobs": 0})
+    response_format = fields.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise _fail("response_format", "only {'type': 'text'} is supported", "unsupported_value")
     messages = fields.get("messages")
     if messages is None:
         raise _fail("messages", "you must provide messages", "missing_required_parameter")

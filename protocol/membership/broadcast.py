@@ -133,6 +133,8 @@ class BroadcastQueue:
         return [(e.part, e.message) for e in chosen]
 
     def _take(self, bytes_available: int, members: int, retransmit_mult: int) -> list[_Entry]:
+        if not self._live:
+            return []
         limit = retransmit_limit(retransmit_mult, members)
         chosen: list[_Entry] = []
         skipped: list[tuple[int, int, int, str]] = []

@@ -138,6 +138,7 @@ class Membership:
             awareness=self._awareness,
             broadcasts=self._broadcasts,
             on_added=self._order.add,
+            on_forgotten=self._order.forgot,
             now=0.0,
         )
         table = self._table

@@ -76,6 +76,8 @@ class Outbox:
         return len(self._messages)
 
     def drain(self) -> list[Outgoing]:
+        if not self._messages:
+            return []
         messages = list(self._messages)
         self._messages.clear()
         return messages
@@ -84,6 +86,8 @@ class Outbox:
         """Send ``messages`` in one datagram, filled up with piggybacked broadcasts."""
         parts = [encode_part(message) for message in messages]
         free = BROADCAST_PART_BYTES_MAX - sum(len(part) for part in parts)
+        if not len(self._broadcasts):
+            free = 0  # nothing to piggyback
         if not self._keep_decoded:
             if free > 0:
                 parts += self._take(free)

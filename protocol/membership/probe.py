@@ -136,8 +136,12 @@ class Prober:
 
     def next_deadline_s(self) -> float | None:
         """The earliest probe or nack deadline (the next probe start is separate)."""
-        deadlines = [p.nack_at_s for p in self._helpers.values() if p.nack_at_s is not None]
         probe = self._probe
+        if not self._helpers:
+            if probe is None:
+                return None
+            return probe.end_s if probe.indirect_sent else probe.direct_deadline_s
+        deadlines = [p.nack_at_s for p in self._helpers.values() if p.nack_at_s is not None]
         if probe is not None:
             deadlines.append(probe.end_s if probe.indirect_sent else probe.direct_deadline_s)
         return min(deadlines, default=None)

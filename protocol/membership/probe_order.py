@@ -34,7 +34,16 @@ class ProbeOrder:
     copied at the end of a round in which a member was forgotten.
     """
 
-    __slots__ = ("_added", "_base", "_exclude", "_index", "_rng", "_round_len", "_swaps")
+    __slots__ = (
+        "_added",
+        "_base",
+        "_exclude",
+        "_forgotten",
+        "_index",
+        "_rng",
+        "_round_len",
+        "_swaps",
+    )
 
     def __init__(self, rng: Random, *, exclude: str = "") -> None:
         self._rng = rng
@@ -44,6 +53,7 @@ class ProbeOrder:
         self._index = 0
         self._round_len = 0
         self._swaps: dict[int, int] = {}
+        self._forgotten = False
 
     def __len__(self) -> int:
         return len(self._base) + len(self._added)
@@ -73,6 +83,10 @@ class ProbeOrder:
         self._added.append(node_id)
         if self._round_len:
             self._round_len += 1  # the positions not drawn yet stay uniformly random
+
+    def forgot(self, node_id: str) -> None:
+        """The table forgot ``node_id``: drop the forgotten at the next reshuffle."""
+        self._forgotten = True
 
     def next(self, probeable: Callable[[str], bool], known: Callable[[str], bool]) -> str | None:
         """The next id to probe, or ``None`` if no member can be probed now.
@@ -105,8 +119,9 @@ class ProbeOrder:
         return base[at_j] if at_j < len(base) else self._added[at_j - len(base)]
 
     def _new_round(self, known: Callable[[str], bool]) -> None:
-        ids = self.ids
-        if not all(known(node_id) for node_id in ids if node_id != self._exclude):
+        if self._forgotten:  # only then is the list scanned (and copied)
+            self._forgotten = False
+            ids = self.ids
             self._base = [node_id for node_id in ids if node_id == self._exclude or known(node_id)]
             self._added = []
         self._index = 0

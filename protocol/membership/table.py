@@ -26,7 +26,7 @@ Warm start (simulations): :class:`WarmTable` is one converged table shared by ev
 core of a simulated cluster.  A table seeded from it reads through to the shared
 entries and copies one into its own dict only when it changes it (copy on write), so
 N cores cost O(N) shared memory plus what each of them changed, not O(N²).  A member
-forgotten while it is still in the shared table leaves a tombstone (``None``).
+forgotten while it is still in the shared table leaves a tombstone (``_gone``).
 
 Bounds: :data:`MEMBERS_MAX` entries (the oldest dead or left member is evicted
 first, otherwise newcomers are dropped and counted) and :data:`EVENTS_MAX` pending
@@ -109,16 +109,18 @@ class MemberTable:
         broadcasts: BroadcastQueue,
         on_added: Callable[[str], None],
         now: float,
+        on_forgotten: Callable[[str], None] = lambda node_id: None,
     ) -> None:
         self.local_id = local.node_id
         self._timing = timing
         self._awareness = awareness
         self._broadcasts = broadcasts
         self._on_added = on_added
-        self._entries: dict[str, _Entry | None] = {
-            local.node_id: _Entry(local, MemberState.ALIVE, now)
-        }
-        """Our own entries; ``None`` is a tombstone over the warm table."""
+        self._on_forgotten = on_forgotten
+        self._entries: dict[str, _Entry] = {local.node_id: _Entry(local, MemberState.ALIVE, now)}
+        """Our own entries (they hide the warm table's)."""
+        self._gone: set[str] = set()
+        """Tombstones: members of the warm table we have forgotten."""
         self._warm: dict[str, _Entry] = {}
         """The shared warm table (never mutated here), or empty."""
         self._size = 1
@@ -185,9 +187,13 @@ class MemberTable:
         return tuple(PushPullEntry(record=e.record, state=e.state) for _, e in self._items())
 
     def next_suspicion_deadline_s(self) -> float | None:
-        return min((s.deadline_s for s in self._suspicions.values()), default=None)
+        if not self._suspicions:
+            return None
+        return min(s.deadline_s for s in self._suspicions.values())
 
     def drain_events(self) -> list[MembershipEvent]:
+        if not self._events:
+            return []
         events = list(self._events)
         self._events.clear()
         return events
@@ -442,31 +448,27 @@ class MemberTable:
     # ------------------------------------------------- own entries, warm table
 
     def _get(self, node_id: str) -> _Entry | None:
-        entries = self._entries
-        if node_id in entries:
-            return entries[node_id]
+        entry = self._entries.get(node_id)
+        if entry is not None or (self._gone and node_id in self._gone):
+            return entry
         return self._warm.get(node_id)
 
     def _own(self, node_id: str, entry: _Entry) -> _Entry:
         """``entry`` made ours to change: a copy when it is the shared warm one."""
-        if node_id in self._entries:
+        if self._entries.get(node_id) is entry:
             return entry
         own = _Entry(entry.record, entry.state, entry.state_change_s)
         self._entries[node_id] = own
         return own
 
     def _local_entry(self) -> _Entry:
-        entry = self._entries[self.local_id]
-        assert entry is not None
-        return entry
+        return self._entries[self.local_id]
 
     def _items(self) -> Iterable[tuple[str, _Entry]]:
-        for node_id, entry in self._entries.items():
-            if entry is not None:
-                yield node_id, entry
-        entries = self._entries
+        yield from self._entries.items()
+        entries, gone = self._entries, self._gone
         for node_id, entry in self._warm.items():
-            if node_id not in entries:
+            if node_id not in entries and node_id not in gone:
                 yield node_id, entry
 
     def _forget(self, node_id: str) -> None:
@@ -477,10 +479,10 @@ class MemberTable:
             self._live_count -= 1
         self._dead.discard(node_id)
         self._size -= 1
+        self._entries.pop(node_id, None)
         if node_id in self._warm:
-            self._entries[node_id] = None
-        else:
-            del self._entries[node_id]
+            self._gone.add(node_id)
+        self._on_forgotten(node_id)
 
     def _gossip(self, node_id: str, message: Message) -> None:
         self._broadcasts.queue(node_id, encode_part(message), message)

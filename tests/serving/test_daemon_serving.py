@@ -89,6 +89,15 @@ def test_openai_chat_streams_from_a_real_daemon(cluster: tuple[Path, list[Daemon
                 parts.append(chunk.choices[0].delta.content or "")
                 finish = chunk.choices[0].finish_reason or finish
             usage = chunk.usage or usage
+        # A client that goes away mid-stream ends its generation, not the node.
+        abandoned = client.chat.completions.create(
+            model=MODEL,
+            messages=MESSAGES,  # type: ignore[arg-type]
+            max_tokens=30,
+            stream=True,
+        )
+        next(iter(abandoned))
+        abandoned.close()
         completion = client.completions.create(
             model=MODEL, prompt=prompt_ids, max_tokens=MAX_TOKENS, temperature=0
         )

@@ -12,6 +12,8 @@ A client speaks text; the runtime speaks token ids.  This package sits between t
 * ``generator`` — the :class:`TextGenerator` boundary the API generates through, and
   a single-process implementation on :mod:`vramancer_node.runtime`;
 * ``stops`` — stop strings found across token boundaries;
+* ``textgen`` — a request's context check and sampling parameters, and the token
+  stream turned into text pieces;
 * ``openai`` — ``/v1/models``, ``/v1/completions`` and ``/v1/chat/completions``,
   streamed (server-sent events) or not, with OpenAI's error shape.
 """

@@ -10,10 +10,11 @@ thread) and checked against the context window, all *before* the first byte of t
 answer: every client mistake is a 4xx with OpenAI's error object.
 
 Then the tokens stream from the generator through an incremental decoder (whole
-characters only) and a stop-string matcher.  Without ``stream`` the pieces are
-joined into one JSON answer; with it, each piece is a server-sent event
-``data: {chunk}\\n\\n`` and the stream ends with ``data: [DONE]\\n\\n``.  When a stop
-string matches, the token stream is closed, which stops the generation.
+characters only) and a stop-string matcher (:mod:`~vramancer_node.serving.textgen`).
+Without ``stream`` the pieces are joined into one JSON answer; with it, each piece
+is a server-sent event ``data: {chunk}\\n\\n`` and the stream ends with
+``data: [DONE]\\n\\n``.  When a stop string matches, the token stream is closed,
+which stops the generation.
 
 Defaults: ``max_tokens`` absent is 16 for completions (OpenAI's default) and the rest
 of the context window for chat.  A prompt that fills the context, or a ``max_tokens``
@@ -29,13 +30,11 @@ last ``data: {"error": ...}`` event before ``[DONE]``: the status line is alread
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -43,7 +42,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from vramancer_node.runtime import SamplingParams
 from vramancer_node.serving.errors import (
     ChatTemplateError,
     GenerationError,
@@ -52,9 +50,9 @@ from vramancer_node.serving.errors import (
     TokenizerError,
     UnencodableTextError,
 )
-from vramancer_node.serving.generator import FINISH_LENGTH, FINISH_STOP, ModelInfo, TextGenerator
+from vramancer_node.serving.generator import ModelInfo, TextGenerator
 from vramancer_node.serving.openai_requests import Sampling, parse_chat, parse_completion
-from vramancer_node.serving.stops import StopMatcher
+from vramancer_node.serving.textgen import Piece, collect, generate_text, sampling_params
 from vramancer_node.serving.tokenizer import Tokenizer, load_tokenizer
 
 COMPLETION_MAX_TOKENS_DEFAULT = 16
@@ -62,17 +60,6 @@ COMPLETION_MAX_TOKENS_DEFAULT = 16
 OWNED_BY = "vramancer"
 SSE_MEDIA_TYPE = "text/event-stream"
 SSE_DONE = b"data: [DONE]\n\n"
-SEED_BITS = 63
-
-
-@dataclass(frozen=True, kw_only=True)
-class Piece:
-    """Text produced since the previous piece."""
-
-    text: str
-    finish_reason: str | None
-    completion_tokens: int
-    """Tokens generated so far (a stop token included)."""
 
 
 def error_body(
@@ -197,7 +184,7 @@ class OpenAIService:
 
         if parsed.sampling.stream:
             return _stream(pieces, envelope, choice, len(prompt_ids), parsed.sampling)
-        text, last = await _collect(pieces)
+        text, last = await collect(pieces)
         body = {
             **envelope,
             "choices": [choice(dataclasses.replace(last, text=text))],
@@ -239,7 +226,7 @@ class OpenAIService:
                 }
 
             return _stream(pieces, envelope, delta, len(prompt_ids), parsed.sampling)
-        text, last = await _collect(pieces)
+        text, last = await collect(pieces)
         message = {"role": "assistant", "content": text}
         body = {
             **envelope,
@@ -276,89 +263,6 @@ def _encode(encode: Callable[[], list[int]], param: str) -> list[int]:
     if not ids:
         raise RequestError(f"{param} encodes to no tokens", param=param, code="invalid_value")
     return ids
-
-
-def sampling_params(
-    sampling: Sampling,
-    info: ModelInfo,
-    prompt_tokens: int,
-    tokenizer: Tokenizer,
-    max_tokens_default: int | None,
-) -> SamplingParams:
-    """The runtime's parameters for a request, checked against the context window."""
-    room = info.context_tokens - prompt_tokens
-    param = "max_tokens" if sampling.max_tokens is not None else "messages"
-    if room <= 0:
-        raise RequestError(
-            f"This model's maximum context length is {info.context_tokens} tokens. However, "
-            f"your prompt has {prompt_tokens} tokens, leaving no room for a completion.",
-            param=param,
-            code="context_length_exceeded",
-        )
-    if sampling.max_tokens is None:
-        max_tokens = min(max_tokens_default or room, room)
-    elif sampling.max_tokens > room:
-        raise RequestError(
-            f"This model's maximum context length is {info.context_tokens} tokens. However, "
-            f"you requested {prompt_tokens + sampling.max_tokens} tokens ({prompt_tokens} in "
-            f"the prompt, {sampling.max_tokens} in the completion).",
-            param="max_tokens",
-            code="context_length_exceeded",
-        )
-    else:
-        max_tokens = sampling.max_tokens
-    return SamplingParams(
-        max_new_tokens=max_tokens,
-        temperature=sampling.temperature,
-        top_k=sampling.top_k,
-        top_p=sampling.top_p,
-        seed=sampling.seed if sampling.seed is not None else secrets.randbits(SEED_BITS),
-        stop_token_ids=tokenizer.eos_token_ids,
-    )
-
-
-async def generate_text(
-    generator: TextGenerator,
-    info: ModelInfo,
-    tokenizer: Tokenizer,
-    prompt_ids: Sequence[int],
-    params: SamplingParams,
-    stops: Sequence[str],
-) -> AsyncIterator[Piece]:
-    """Text pieces of a generation, cut at the first stop string."""
-    decoder = tokenizer.incremental_decoder()
-    matcher = StopMatcher(stops)
-    eos = set(tokenizer.eos_token_ids)
-    count = 0
-    tokens = generator.generate(info.model_id, prompt_ids, params)
-    async with contextlib.aclosing(tokens):  # type: ignore[type-var]
-        async for token in tokens:
-            count += 1
-            finish = token.finish_reason
-            text = "" if token.token_id in eos else decoder.push(token.token_id)
-            if finish is not None:
-                text += decoder.flush()
-            text = matcher.feed(text)
-            if matcher.stopped:
-                yield Piece(text=text, finish_reason=FINISH_STOP, completion_tokens=count)
-                return
-            if finish is not None:
-                text += matcher.flush()
-                yield Piece(text=text, finish_reason=finish, completion_tokens=count)
-                return
-            if text:
-                yield Piece(text=text, finish_reason=None, completion_tokens=count)
-    tail = matcher.feed(decoder.flush()) + matcher.flush()
-    yield Piece(text=tail, finish_reason=FINISH_LENGTH, completion_tokens=count)
-
-
-async def _collect(pieces: AsyncIterator[Piece]) -> tuple[str, Piece]:
-    texts: list[str] = []
-    last = Piece(text="", finish_reason=FINISH_LENGTH, completion_tokens=0)
-    async for piece in pieces:
-        texts.append(piece.text)
-        last = piece
-    return "".join(texts), last
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

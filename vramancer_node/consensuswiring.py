@@ -139,7 +139,14 @@ class ConsensusWiring(NodeParts):
         try:
             service = self._require_consensus()
             applied = await service.submit(AdmitMember(node_id=node_id, certificate=certificate))
-        except (ProposalFailed, ProposalRejected) as exc:
+        except ProposalRejected as exc:
+            # A forwarded proposal whose reply was lost is retried; the retry is then
+            # refused as a duplicate although the first attempt committed.
+            member = self.consensus.control.members.get(node_id) if self.consensus else None
+            if member is not None and member.certificate == certificate:
+                return member.admitted_index
+            raise HandshakeFailed("admission_not_committed", str(exc)) from exc
+        except ProposalFailed as exc:
             raise HandshakeFailed("admission_not_committed", str(exc)) from exc
         return applied.index
 

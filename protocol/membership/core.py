@@ -277,8 +277,9 @@ class Membership:
         """Start as a member of an already converged cluster of ``records`` (simulations).
 
         Every record is taken as ALIVE without an event or a broadcast, as if the join
-        wave were long over; the push-pull timer gets a random phase within its scaled
-        interval, as in a cluster that has been running for a while.  Call it once,
+        wave were long over; the push-pull timer and the last publication of the RTT
+        view get random phases within their scaled intervals, as in a cluster that has
+        been running for a while.  Call it once,
         before any other input.  A :class:`WarmTable` is shared, not copied: build one
         for the whole cluster and hand it to every core (see ``table``).  The local
         record is ours, not the table's.
@@ -293,6 +294,10 @@ class Membership:
             self._timing.push_pull_interval_s, self._table.live_count
         )
         self._next_push_pull_s = now + self._rng.uniform(0, interval_s)
+        # Likewise the last publication of our RTT view lies somewhere in the past, so
+        # a warm-started cluster does not re-publish every record at the same instant.
+        slow_s = push_pull_interval_scaled_s(RTT_PUBLISH_INTERVAL_S, self._table.live_count)
+        self._last_publish_s = now - self._rng.uniform(0, slow_s)
 
     def tick(self, now: float) -> None:
         """Run every timer that is due at ``now``."""

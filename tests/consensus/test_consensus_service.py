@@ -21,7 +21,7 @@ from protocol.control import AdmitMember, Outcome, PlacementEpoch, Revoke, Stage
 from protocol.raft import RaftConfig, Role
 from tests.consensus.fakenet import FakeRaftNet
 from vramancer_node.consensus import ConsensusService, ConsensusSettings, VoterManager
-from vramancer_node.consensus.service import ProposalRejected
+from vramancer_node.consensus.service import ProposalFailed, ProposalRejected
 
 CA = ClusterCA.generate()
 SETTINGS = ConsensusSettings(tick_interval_s=0.1, raft=RaftConfig(), proposal_timeout_s=30.0)
@@ -206,4 +206,41 @@ async def test_three_services_agree_survive_a_crash_and_restart(root: Path, cloc
         # Side effects (audit records) ran once per entry, also across a's restart.
         for name, indexes in h.effects.items():
             assert indexes == sorted(set(indexes)), f"{name} repeated side effects: {indexes}"
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_isolated_leader_cannot_commit_and_rejoins_after_the_partition(
+    root: Path, clock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        h = Harness(root, nursery)
+        for name in "abc":
+            await h.start(name)
+        await h.until(lambda: h.leader() == "a", "the founder leading")
+        for member in h.members.values():
+            await h.services["a"].submit(member.admission)
+        await h.until(
+            lambda: all(len(s.raft.conf.voters) == 3 for s in h.services.values()),
+            "every member voting",
+        )
+        old = h.leader()
+        assert old is not None
+        isolated = h.services[old]
+        h.net.isolate(isolated.node_id)
+
+        def majority_leader() -> str | None:
+            leaders = [n for n, s in h.services.items() if n != old and s.raft.role is Role.LEADER]
+            return leaders[0] if leaders else None
+
+        await h.until(lambda: majority_leader() is not None, "a leader in the majority")
+        majority = h.services[majority_leader()]  # type: ignore[index]
+        await majority.submit(Revoke(serial=99, reason="during the partition"))
+        with pytest.raises(ProposalFailed):
+            await isolated.submit(Revoke(serial=98, reason="from the minority"))
+        assert isolated.raft.role is not Role.LEADER  # CheckQuorum made it step down
+
+        h.net.heal()
+        await h.until(h.agree, "the old leader caught up")
+        assert 99 in isolated.control.revoked_serials()
+        assert 98 not in isolated.control.revoked_serials()  # never committed
         nursery.cancel_scope.cancel()

@@ -73,6 +73,7 @@ class PipelineWiring(NodeParts):
                 session_idle_timeout_s=runtime.session_idle_timeout_s,
                 context_tokens_max=runtime.context_tokens,
             ),
+            fetch=getattr(self, "ensure_model_files", None),
         )
         self.stage_host.register()
         self.driver = Driver(
@@ -86,6 +87,7 @@ class PipelineWiring(NodeParts):
                 prefill_chunk_tokens=runtime.prefill_chunk_tokens,
                 step_timeout_s=runtime.step_timeout_s,
             ),
+            fetch=getattr(self, "ensure_model_files", None),
         )
         driver = self.driver
         self.metrics.register_collector(lambda: collect_driver(driver.metrics), name="runtime")

@@ -6,7 +6,8 @@ One three-daemon cluster serves the whole module.  Every node serves ``llama`` (
 layers, GQA) and ``qwen2`` (bias + GQA); the ``mixed`` model is a 32-wide checkpoint on
 p1 and p2 but a 48-wide one on p3, so p1 -> p3 sends hidden states of the wrong width;
 p2's copy of ``holey`` lacks a tensor of layer 3; p1's ``gpt`` is an architecture the
-runtime does not support.
+runtime does not support; only p1 holds ``sharded`` (three shards) and ``single``, the
+others fetch what their stages need from it.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def root() -> Iterator[Path]:
         del tensors["model.layers.3.mlp.down_proj.weight"]
         save_file(tensors, str(holey / "model.safetensors"))
         write_checkpoint(path / "models" / "gpt", tiny_config("gpt2"), seed=6)
+        write_checkpoint(path / "models" / "sharded", tiny_config("llama"), seed=7, shards=3)
+        write_checkpoint(path / "models" / "single", tiny_config("qwen2"), seed=8)
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
@@ -67,7 +70,14 @@ def cluster(root: Path) -> Iterator[list[Daemon]]:
     daemons = start_cluster(
         root,
         [
-            [*common, models / "mixed", models / "holey", models / "gpt"],
+            [
+                *common,
+                models / "mixed",
+                models / "holey",
+                models / "gpt",
+                models / "sharded",
+                models / "single",
+            ],
             [*common, models / "mixed", root / "short" / "holey"],
             [*common, root / "wide" / "mixed"],
         ],
@@ -252,3 +262,31 @@ def test_seeded_sampling_across_daemons_equals_the_single_process_run(
     assert events[-1]["token_ids"] == expected
     greedy = reference_tokens(root / "models" / "qwen2", PROMPT, MAX_NEW_TOKENS)
     assert expected != greedy, "sampling must differ from greedy, or this proves nothing"
+
+
+def test_a_stage_node_without_the_model_fetches_only_its_files(
+    cluster: list[Daemon], root: Path
+) -> None:
+    p1, _p2, p3 = cluster
+    put_placement(p1, "sharded", stages_json((p1, 0, 1), (p3, 1, 4)))
+    status, events = generate(p1, "sharded", PROMPT)
+    assert status == 200, events
+    assert events[-1]["token_ids"] == reference_tokens(root / "models" / "sharded", PROMPT, 12)
+    fetched = p3.state / "models" / "sharded"
+    assert (fetched / "config.json").is_file()
+    assert (fetched / "model.safetensors.index.json").is_file()
+    shards = sorted(p.name for p in fetched.glob("model-*.safetensors"))
+    assert shards, "p3 fetched no shard"
+
+
+def test_a_driver_without_the_model_fetches_its_config_and_generates(
+    cluster: list[Daemon], root: Path
+) -> None:
+    _p1, p2, _p3 = cluster
+    status, events = generate(p2, "single", PROMPT)
+    assert status == 200, events
+    assert events[-1]["token_ids"] == reference_tokens(root / "models" / "single", PROMPT, 12)
+    assert (p2.state / "models" / "single" / "config.json").is_file()
+    status, body = generate(p2, "nowhere", PROMPT)
+    assert (status, body["code"]) == (404, "unknown_model")
+    assert "from members" in body["error"]

@@ -64,13 +64,16 @@ from vramancer_node.pipeline.errors import (
     PlacementUnavailableError,
     StageError,
     StaleEpochError,
+    UnknownModelError,
 )
+from vramancer_node.pipeline.fetching import CONFIG_FILE_NAME, FetchFiles
 from vramancer_node.pipeline.host import TRANSPORT_ERRORS
 from vramancer_node.pipeline.metrics import DriverMetrics
 from vramancer_node.pipeline.models import ModelRegistry
 from vramancer_node.pipeline.placements import PlacementSource
 from vramancer_node.pipeline.tensors import body_tensor, tensor_body
 from vramancer_node.runtime import CheckpointError, SamplingParams
+from vramancer_node.weights import WeightsError
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
@@ -113,6 +116,7 @@ class Driver:
         peers: PeerService,
         address_of: Callable[[str], str | None],
         settings: DriverSettings,
+        fetch: FetchFiles | None = None,
     ) -> None:
         self.models = models
         self.placements = placements
@@ -120,6 +124,8 @@ class Driver:
         self.address_of = address_of
         self.settings = settings
         self.metrics = DriverMetrics()
+        self.fetch = fetch
+        """Fetches a model's config.json from members when this node lacks the model."""
 
     def context_tokens(self, model_id: str) -> int:
         """Positions one session may use for ``model_id`` (prompt + generated)."""
@@ -143,6 +149,7 @@ class Driver:
         self, model_id: str, prompt_ids: Sequence[int], params: SamplingParams
     ) -> AsyncIterator[TokenEvent]:
         """Stream the tokens generated after ``prompt_ids`` (see the module docstring)."""
+        await self._ensure_config(model_id)
         context = self.context_tokens(model_id)
         vocab = self.models.config(model_id).vocab_size
         if not prompt_ids:
@@ -190,6 +197,20 @@ class Driver:
         except RemoteProtocolError as exc:
             self.metrics.failures["bad_activation"] += 1
             raise StageError("bad_activation", str(exc), first.node_id) from exc
+
+    async def _ensure_config(self, model_id: str) -> None:
+        """A model this node does not serve: its config.json from a member that does."""
+        if model_id in self.models or self.fetch is None:
+            return
+        try:
+            directory = await self.fetch(model_id, [CONFIG_FILE_NAME])
+        except (WeightsError, ValueError, OSError) as exc:
+            try:
+                self.models.entry(model_id)
+            except UnknownModelError as unknown:
+                raise UnknownModelError(f"{unknown}; and from members: {exc}") from exc
+            raise
+        self.models.add(model_id, directory)
 
     def _route(self, placement: Placement) -> tuple[RouteStage, ...]:
         route = []

@@ -69,6 +69,7 @@ from vramancer_node.net.handshake import AuthenticatedPeer, HandshakeFailed
 from vramancer_node.net.securestream import SecureStream
 from vramancer_node.peering import PeerService
 from vramancer_node.pipeline.errors import UnknownModelError
+from vramancer_node.pipeline.fetching import FetchFiles, StageFilesError, fetch_stage_files
 from vramancer_node.pipeline.models import ModelRegistry
 from vramancer_node.pipeline.placements import PlacementSource
 from vramancer_node.pipeline.residency import LoadedStage, Refusal, StageResidency
@@ -111,8 +112,12 @@ class StageHost:
         placements: PlacementSource,
         peers: PeerService,
         settings: HostSettings,
+        fetch: FetchFiles | None = None,
     ) -> None:
         self.node_id = node_id
+        self.fetch = fetch
+        """Fetches checkpoint files from members (``node.ensure_model_files``)."""
+        self._fetched: set[tuple[str, int, int]] = set()
         self.models = models
         self.placements = placements
         self.peers = peers
@@ -156,6 +161,7 @@ class StageHost:
             await self._refuse(secure, None, 0, Refusal("bad_activation", f"stage open: {exc}"))
             return
         try:
+            await self._fetch_files(opened)
             self._check_open(peer, opened)
             if opened.is_last:
                 await self._serve(secure, None, opened)
@@ -170,6 +176,23 @@ class StageHost:
                 "stage session ended by the upstream hop",
                 extra={"model": opened.model_id, "detail": str(exc)[:200]},
             )
+
+    async def _fetch_files(self, opened: StageOpen) -> None:
+        """Fetch the stage's files when this node does not hold the model itself."""
+        stage = opened.stage
+        key = (opened.model_id, stage.first_layer, stage.last_layer_exclusive)
+        if (
+            self.fetch is None
+            or stage.node_id != self.node_id
+            or self.models.configured(opened.model_id)
+            or key in self._fetched
+        ):
+            return
+        try:
+            await fetch_stage_files(self.fetch, self.models, opened)
+        except StageFilesError as exc:
+            raise Refusal("load_failed", str(exc)) from None
+        self._fetched.add(key)
 
     def _check_open(self, peer: AuthenticatedPeer, opened: StageOpen) -> None:
         stage = opened.stage

@@ -33,6 +33,18 @@ class ModelRegistry:
                 directory.name, ModelEntry(model_id=directory.name, directory=directory)
             )
         self._configs: dict[str, ModelConfig] = {}
+        self._configured = frozenset(self._entries)
+
+    def add(self, model_id: str, directory: Path) -> None:
+        """Serve ``model_id`` from ``directory`` too (a checkpoint fetched from members)."""
+        self._entries.setdefault(model_id, ModelEntry(model_id=model_id, directory=directory))
+
+    def configured(self, model_id: str) -> bool:
+        """Whether ``model_id`` is one of ``runtime.models`` (not fetched)."""
+        return model_id in self._configured
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._entries
 
     def ids(self) -> list[str]:
         return sorted(self._entries)

@@ -69,8 +69,12 @@ PASSPHRASE_OPTION = typer.Option(
 
 def _load_config(config_file: Path | None, overrides: dict[str, Any]) -> NodeConfig:
     path = config_file
-    if path is None and default_config_file().exists():
-        path = default_config_file()
+    if path is None:
+        default = default_config_file()
+        try:
+            path = default if default.exists() else None
+        except OSError as exc:  # e.g. another user's HOME: say so, do not guess
+            fail(f"cannot check the default config file {default}: {exc.strerror}; use --config")
     try:
         return load_config(path, {k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:

@@ -41,6 +41,7 @@ setup() {
     if [ "$(id -u)" -eq 0 ] && ! command -v ip >/dev/null 2>&1; then apt_install iproute2; fi
     # systemd-analyze and lintian for the packaging tests (tests/packaging), same rule
     if [ "$(id -u)" -eq 0 ]; then
+      apt_install python3-venv  # the .deb's venv is built from /usr/bin/python3
       command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
       command -v lintian >/dev/null 2>&1 || apt_install lintian
     fi

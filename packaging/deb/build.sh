@@ -6,12 +6,14 @@
 #   --out DIR   where the .deb goes (default: dist/)
 #   --fast      gzip -1 instead of xz: for the test suite, not for releases
 #
+# PYTHON=/usr/bin/python3.X picks another system Python (default /usr/bin/python3).
+#
 # The venv is created with --system-site-packages and does not bundle PyTorch (nor
 # numpy, which torch brings): the node uses the torch of the system Python -- JetPack's
 # wheel on a Jetson, python3-torch where the distribution has a recent one, or one
-# installed into the venv (/opt/vramancer-node/bin/python -m pip install torch); the node
-# runs without torch too (no model runtime, NVML still sees NVIDIA GPUs).  See
-# docs/install.md.  Every other dependency is bundled, so installing needs no network.
+# installed into the venv (/opt/vramancer-node/bin/python -m pip install torch); postinst
+# says so when torch is missing.  See docs/install.md and debian/README.Debian.
+# Every other dependency is bundled, so installing needs no network.
 #
 # The build itself needs pip's index (or PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR for a
 # wheelhouse: pip reads its usual environment variables).  The architecture and the
@@ -32,7 +34,17 @@ while (($#)); do
   esac
 done
 
-python=${PYTHON:-python3}
+# The distribution's Python: the venv links to it, and the package depends on it.  Not
+# the first python3 on PATH (pyenv, conda...), which the service user may not reach.
+python=${PYTHON:-/usr/bin/python3}
+case "$(readlink -f "$python")" in
+  /usr/bin/*) ;;
+  *) echo "build.sh: $python is not the system Python (/usr/bin/python3*)" >&2; exit 1 ;;
+esac
+if ! "$python" -c 'import ensurepip' 2>/dev/null; then
+  echo "build.sh: $python has no venv support: apt-get install python3-venv" >&2
+  exit 1
+fi
 package=vramancer-node
 prefix=/opt/vramancer-node
 version=$("$python" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$repo/pyproject.toml")
@@ -85,6 +97,7 @@ install -m 0644 "$repo/packaging/systemd/vramancer-node.service" "$root/lib/syst
 install -m 0644 "$repo/packaging/systemd/jetson.conf" "$root/usr/share/$package/systemd/"
 install -m 0644 "$here/node.toml" "$root/etc/vramancer/node.toml"
 install -m 0644 "$here/debian/copyright" "$root/usr/share/doc/$package/copyright"
+install -m 0644 "$here/debian/README.Debian" "$root/usr/share/doc/$package/README.Debian"
 gzip -9n -c "$here/debian/changelog" >"$root/usr/share/doc/$package/changelog.gz"
 chmod 0644 "$root/usr/share/doc/$package/changelog.gz"
 install -m 0644 "$here/debian/lintian-overrides" "$root/usr/share/lintian/overrides/$package"

@@ -1,5 +1,6 @@
 """The .deb end to end: build it, lintian finds no error, install it, run it from
-/usr/bin, purge it, and the machine is as it was before (files, unit, user).
+/usr/bin (the version, and the daemon as the service user until ready), purge it, and
+the machine is as it was before (files, unit, user).
 
 Needs root (dpkg -i); runs in CI.  A file lock serialises runs, since dpkg allows one
 at a time and two suites may share a machine.
@@ -9,14 +10,22 @@ from __future__ import annotations
 
 import fcntl
 import grp
+import os
 import pwd
+import re
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+import torch as torch_module
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_for_socket
 from tests.packaging.toolkit import require_root, require_tool
 from vramancer_node import PROTOCOL_VERSION
 
@@ -36,6 +45,8 @@ WATCHED_TREES = (
     Path("/usr/share/vramancer-node"),
 )
 """Everything the package or its maintainer scripts may create."""
+TOOLS = (("dpkg-deb", "dpkg"), ("lintian", "lintian"), ("adduser", "adduser"))
+TOOLS += (("setpriv", "util-linux"),)
 
 
 def _run(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -79,9 +90,78 @@ def dpkg_lock() -> Iterator[None]:
         yield
 
 
-def test_deb_builds_lints_installs_runs_and_purges(tmp_path: Path, dpkg_lock: None) -> None:
+def _world_readable(path: Path) -> bool:
+    """Every directory up to ``path`` lets other users in (the service user reads it)."""
+    return all(os.stat(p).st_mode & 0o005 == 0o005 for p in [path, *path.parents])
+
+
+def _provide_torch_like_the_system(farm: Path) -> bool:
+    """Make this suite's torch importable from the installed venv, as a system-wide torch
+    is on a Jetson: a .pth names a directory of symlinks to exactly torch, numpy and what
+    they need, so no other package of the test venv can hide a missing dependency.
+    Returns whether the service user can read it (else the daemon runs as root)."""
+    closure: set[str] = set()
+    todo = ["torch", "numpy"]
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in closure:
+            continue
+        closure.add(name)
+        for requirement in metadata.distribution(name).requires or []:
+            if "extra ==" not in requirement:
+                todo.append(re.split(r"[<>=!~;\[ (]", requirement, maxsplit=1)[0])
+    (venv_site,) = Path("/opt/vramancer-node/lib").glob("python3*/site-packages")
+    ours = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    assert venv_site.parent.name == ours, f"the .deb has {venv_site.parent.name}, the suite {ours}"
+    site = Path(torch_module.__file__).resolve().parents[1]
+    for name in closure:
+        for file in metadata.distribution(name).files or []:
+            top = file.parts[0]
+            if top != ".." and not (farm / top).exists():
+                (farm / top).symlink_to(site / top)
+    (venv_site / "zz-test-system-torch.pth").write_text(f"{farm}\n")
+    return _world_readable(site)
+
+
+def _run_installed_daemon(env: dict[str, str]) -> None:
+    """The installed venv runs the whole daemon as the service user until ready."""
+    state = Path(tempfile.mkdtemp(prefix="vrmdeb-", dir="/tmp"))
+    farm = Path(tempfile.mkdtemp(prefix="vrmtorch-", dir="/tmp"))
+    try:
+        farm.chmod(0o755)
+        as_user = _provide_torch_like_the_system(farm)
+        user = "vramancer" if as_user else "root"
+        os.chown(state, pwd.getpwnam(user).pw_uid, grp.getgrnam(user).gr_gid)
+        argv = [
+            "setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--",
+            "/usr/bin/vramancer-node", "join",
+            "--state-dir", str(state / "s"), "--preset", "local", "--listen", "127.0.0.1:0",
+            "--log-format", "json",
+        ]  # fmt: skip
+        log_path = state / "daemon.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                argv, env={**env, "HOME": str(state)}, stdout=subprocess.DEVNULL, stderr=log
+            )
+        try:
+            wait_for_socket(state / "s" / "api.sock", proc, timeout_s=60)
+            assert (state / "s" / "node.key").stat().st_uid == pwd.getpwnam(user).pw_uid
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log_path.read_text()}") from None
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        assert proc.returncode == 0
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(farm, ignore_errors=True)
+
+
+def test_deb_builds_lints_installs_runs_and_purges(
+    tmp_path: Path, dpkg_lock: None, clean_env: dict[str, str]
+) -> None:
     require_root("installing a .deb")
-    for tool, package in (("dpkg-deb", "dpkg"), ("lintian", "lintian"), ("adduser", "adduser")):
+    for tool, package in TOOLS:
         require_tool(tool, package)
     if _installed() or Path("/opt/vramancer-node").exists():
         pytest.fail("vramancer-node is already installed here: `dpkg -P vramancer-node` first")
@@ -94,10 +174,11 @@ def test_deb_builds_lints_installs_runs_and_purges(tmp_path: Path, dpkg_lock: No
     arch = _run("dpkg", "--print-architecture").stdout.strip()
     assert deb.name.endswith(f"_{arch}.deb")
 
-    lint = _run("lintian", "--no-cfg", "--fail-on", "error", str(deb), timeout=300)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert "\nE: " not in "\n" + lint.stdout
-
+    # lintian only reads the file: let it run while the package is installed and used.
+    lint = subprocess.Popen(
+        ["lintian", "--no-cfg", "--fail-on", "error", str(deb)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     info = _run("dpkg-deb", "--field", str(deb), "Depends", "Suggests")
     assert "python3" in info.stdout and "python3-torch" in info.stdout  # torch: not bundled
     contents = _run("dpkg-deb", "--contents", str(deb)).stdout
@@ -120,7 +201,11 @@ def test_deb_builds_lints_installs_runs_and_purges(tmp_path: Path, dpkg_lock: No
         assert not Path("/var/lib/vramancer/node.key").exists()  # ... but never started
         verified = _run(require_tool("systemd-analyze", "systemd"), "verify", "--man=no", str(UNIT))
         assert (verified.returncode, verified.stdout + verified.stderr) == (0, "")
+        _run_installed_daemon(clean_env)
     finally:
         purged = _run("dpkg", "-P", PACKAGE, timeout=300)
+        lint_output, _ = lint.communicate(timeout=300)
     assert purged.returncode == 0, purged.stdout + purged.stderr
     assert _snapshot() == before
+    assert lint.returncode == 0, lint_output
+    assert "\nE: " not in "\n" + lint_output

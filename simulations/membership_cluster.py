@@ -151,16 +151,22 @@ class Observer:
 def published_rtts(
     i: int, ids: list[str], conditions: NetworkConditions, rng: Random
 ) -> tuple[tuple[str, float], ...]:
-    """The RTT view member ``i`` published long ago: a few peers, RTTs drawn from the
-    network's latency model (two one-way delays), as the local record carries them."""
-    peers = [j for j in rng.sample(range(len(ids)), min(len(ids), RTT_PEERS + 1)) if j != i]
+    """The RTT view member ``i`` published long ago: the nearest few of the peers it had
+    probed by then (``WARM_PEERS_MEASURED``), RTTs drawn from the network's latency
+    model (two one-way delays), as the local record carries them."""
+    sample = rng.sample(range(len(ids)), min(len(ids), WARM_PEERS_MEASURED + 1))
     low_ms, high_ms = 1000 * conditions.latency_s_min, 1000 * conditions.latency_s_max
-    return tuple(
-        sorted(
-            (ids[j], round(rng.uniform(low_ms, high_ms) + rng.uniform(low_ms, high_ms), 2))
-            for j in peers[:RTT_PEERS]
-        )
-    )
+    measured = [
+        (round(rng.uniform(low_ms, high_ms) + rng.uniform(low_ms, high_ms), 2), ids[j])
+        for j in sample
+        if j != i
+    ]
+    nearest = sorted(measured)[:RTT_PEERS]
+    return tuple(sorted((peer, ms) for ms, peer in nearest))
+
+
+WARM_PEERS_MEASURED = 64
+"""Peers a warm-started member had probed when it last published its RTT view."""
 
 
 class Cluster:

@@ -466,6 +466,7 @@ class Membership:
             candidate_health=self._awareness.score,
             since_last_publish_s=now - self._last_publish_s,
             slow_interval_s=push_pull_interval_scaled_s(RTT_PUBLISH_INTERVAL_S, table.live_count),
+            published_gone=any(table.state_of(p) not in LIVE_STATES for p, _ in local.rtt_ms),
         ):
             return
         self._last_publish_s = now

@@ -17,8 +17,9 @@ change since the last publication                             published after
 ============================================================  ======================
 first measurements; a published RTT moved by more than        RTT_PUBLISH_INTERVAL_MIN_S
 RTT_PUBLISH_CHANGE_RATIO; health moved by HEALTH_PUBLISH_JUMP
-an RTT moved by more than RTT_PUBLISH_NOISE_RATIO; the        the slow interval:
-nearest peers changed; health changed at all                  RTT_PUBLISH_INTERVAL_S,
+an RTT moved by more than RTT_PUBLISH_NOISE_RATIO; a peer    the slow interval:
+nearer by RTT_CHANGE_FLOOR_MS than a published one; a         RTT_PUBLISH_INTERVAL_S,
+published peer gone; health changed at all
                                                               scaled like push-pull
 anything smaller, or any move under RTT_CHANGE_FLOOR_MS       never (it is noise)
 ============================================================  ======================
@@ -115,8 +116,12 @@ def publish_due(
     candidate_health: int,
     since_last_publish_s: float,
     slow_interval_s: float,
+    published_gone: bool = False,
 ) -> bool:
-    """Whether the local record should be re-published with fresh measurements."""
+    """Whether the local record should be re-published with fresh measurements.
+
+    ``published_gone``: a peer in the published view is no longer a live member.
+    """
     if since_last_publish_s < RTT_PUBLISH_INTERVAL_MIN_S:
         return False
     first_measurements = bool(candidate) and not published
@@ -130,8 +135,30 @@ def publish_due(
         return True
     if since_last_publish_s < slow_interval_s:
         return False
-    peers_changed = {p for p, _ in published} != {p for p, _ in candidate}
-    return peers_changed or rtt_change > RTT_PUBLISH_NOISE_RATIO or health_change > 0
+    return (
+        published_gone
+        or _nearer_peer_found(published, candidate)
+        or rtt_change > RTT_PUBLISH_NOISE_RATIO
+        or health_change > 0
+    )
+
+
+def _nearer_peer_found(published: PeerValues, candidate: PeerValues) -> bool:
+    """A peer we did not publish is nearer than a published one by the floor or more,
+    or there are more peers to publish than we did (a new member's first rounds).
+
+    Merely *other* peers at about the same distance are not worth a broadcast to every
+    member: in a large cluster the nearest few of the peers probed so far change all
+    the time, and publishing each change would re-send every record every few minutes.
+    """
+    if len(candidate) > len(published):
+        return True
+    before = {peer for peer, _ in published}
+    newcomers = [ms for peer, ms in candidate if peer not in before]
+    if not newcomers:
+        return False
+    worst_ms = max(ms for _, ms in published)
+    return min(newcomers) <= worst_ms - RTT_CHANGE_FLOOR_MS
 
 
 def _largest_relative_change(published: PeerValues, candidate: PeerValues) -> float:

@@ -40,6 +40,17 @@ def test_the_tracker_is_bounded() -> None:
 BASE = (("b", 10.0), ("c", 20.0))
 
 
+def test_a_published_peer_that_is_gone_is_replaced_at_the_slow_interval() -> None:
+    after = (("b", 10.0), ("d", 20.0))
+    rules = {"published_health": 0, "candidate_health": 0, "slow_interval_s": 30.0}
+    assert not publish_due(
+        published=BASE, candidate=after, since_last_publish_s=6.0, published_gone=True, **rules
+    )
+    assert publish_due(
+        published=BASE, candidate=after, since_last_publish_s=30.0, published_gone=True, **rules
+    )
+
+
 @pytest.mark.parametrize(
     ("published", "candidate", "health", "since_s", "due"),
     [
@@ -49,8 +60,11 @@ BASE = (("b", 10.0), ("c", 20.0))
         (BASE, (("b", 12.0), ("c", 20.0)), (0, 0), 6.0, False),  # +20%: waits
         (BASE, (("b", 12.0), ("c", 20.0)), (0, 0), 30.0, True),  # ... for the slow interval
         (BASE, (("b", 10.5), ("c", 20.0)), (0, 0), 1000.0, False),  # +5%: jitter, never
-        (BASE, (("b", 10.0), ("d", 20.0)), (0, 0), 6.0, False),  # other peers: waits
-        (BASE, (("b", 10.0), ("d", 20.0)), (0, 0), 30.0, True),
+        (BASE, (("b", 10.0), ("d", 20.0)), (0, 0), 1000.0, False),  # another peer as far
+        (BASE, (("b", 10.0), ("d", 19.5)), (0, 0), 1000.0, False),  # nearer, under 1 ms
+        (BASE, (("b", 10.0), ("d", 18.0)), (0, 0), 6.0, False),  # nearer by 2 ms: waits
+        (BASE, (("b", 10.0), ("d", 18.0)), (0, 0), 30.0, True),  # ... for the slow interval
+        ((("b", 10.0),), BASE, (0, 0), 30.0, True),  # more peers measured than published
         (BASE, BASE, (0, 3), 6.0, True),  # health jumped
         (BASE, BASE, (0, 1), 6.0, False),  # health wobbled: waits
         (BASE, BASE, (0, 1), 30.0, True),

@@ -120,6 +120,38 @@ def propose(
     print_table(PLACEMENT_COLUMNS, _rows([body]))
 
 
+@placement_app.command("plan")
+def plan(
+    ctx: typer.Context,
+    model: Path = typer.Option(
+        ..., "--model", help="Checkpoint directory (or its config.json) of the model."
+    ),
+    context: int = typer.Option(
+        CONTEXT_TOKENS_DEFAULT, "--context", min=1, help="Tokens of KV cache to reserve."
+    ),
+    dtype: str = typer.Option(DTYPE_DEFAULT, "--dtype", help="bf16, fp16, fp32 or auto."),
+    state_dir: Path | None = STATE_DIR_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Preview the placement of MODEL on the live members; commits nothing."""
+    body = api_post(
+        _state_dir(ctx, state_dir),
+        "/v1/placement/plan",
+        {"model": str(model.resolve()), "context_tokens": context, "dtype": dtype},
+    )
+    if json_out:
+        print_json(body)
+        return
+    tokens_per_s = body.get("tokens_per_s")
+    verdict = f"would commit epoch {body['epoch']}" if body["changes"] else "keeps epoch"
+    typer.echo(
+        f"{body['model']}: {verdict}"
+        + (f" {body['epoch']}" if not body["changes"] else "")
+        + (f" (predicted {tokens_per_s:.1f} tokens/s)" if tokens_per_s else "")
+    )
+    print_table(PLACEMENT_COLUMNS, _rows([body]))
+
+
 def revoke(
     ctx: typer.Context,
     node_id: str = typer.Argument(..., help="Node id of the member to revoke."),

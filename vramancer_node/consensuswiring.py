@@ -206,6 +206,29 @@ class ConsensusWiring(NodeParts):
             raise ProposalFailed(f"the placement of {model_id} vanished")
         return view
 
+    def plan_placement_view(
+        self, model_dir: Path, context_tokens: int, dtype: str
+    ) -> dict[str, Any]:
+        """Preview: what the leader would commit for ``model_dir`` now, planned on this
+        node's view of the members; nothing is proposed.
+
+        ``changes`` is False when the plan keeps the committed placement (shown then).
+        Raises :class:`PlacementRequestError` or :class:`PlacementRefused`.
+        """
+        request = read_model(model_dir, context_tokens, dtype)
+        service = self._require_consensus()
+        previous = service.control.placement(request.model_id)
+        try:
+            epoch = plan_epoch(request, self._placement_records(), previous)
+        except PlacementInfeasible as exc:
+            raise PlacementRefused(str(exc)) from exc
+        names = {m.node_id: m.node_name for m in service.control.members.values()}
+        if epoch is None:
+            assert previous is not None
+            return {**placement_view(previous, names), "changes": False}
+        planned = CommittedPlacement(placement=epoch, index=0)
+        return {**placement_view(planned, names), "changes": True}
+
     async def _commit_placement(self, model_dir: Path, context_tokens: int, dtype: str) -> str:
         request = read_model(model_dir, context_tokens, dtype)
         service = self._require_consensus()

@@ -138,8 +138,16 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
     assert shown.returncode == 0 and "leader, term" in shown.stdout, shown.stdout
     follower = next(n for n in names if n != leader)
 
-    # A placement proposed on a follower is planned by the leader and committed.
+    # A preview plans without committing anything.
     tiny = model_dir(cluster.root, "tiny-llama", TINY_LLAMA)
+    preview = cli_json(
+        cluster.root / follower, "placement", "plan", "--model", str(tiny),
+        "--context", "256", "--dtype", "fp32",
+    )  # fmt: skip
+    assert preview["changes"] is True and preview["epoch"] == 1 and preview["log_index"] == 0
+    assert all(cluster.placements(n) == [] for n in names)
+
+    # A placement proposed on a follower is planned by the leader and committed.
     proposed = cli_json(
         cluster.root / follower, "placement", "propose", "--model", str(tiny),
         "--context", "256", "--dtype", "fp32",

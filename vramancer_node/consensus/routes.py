@@ -10,6 +10,10 @@ Endpoints
                             epoch (``vramancer.consensus.placement.v1``); 400 bad request,
                             409 the model fits nowhere (the optimiser's shortfall
                             message), 503 no commit in time
+``POST /v1/placement/plan`` the same body: what the leader would commit now, planned
+                            on this node's view, nothing proposed
+                            (``vramancer.consensus.placement_plan.v1``, with
+                            ``changes``: False when the committed one stays)
 ``POST /v1/revocations``    ``{"node_id": str, "reason": str}`` (admins): commit a
                             revocation (``vramancer.revocation.v1``); 403 not an
                             admin, 404 not a member, 409 refused, 503 no commit
@@ -50,6 +54,23 @@ async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
     return body
 
 
+async def _placement_request(request: Request) -> tuple[Path, int, str] | JSONResponse:
+    """``(model path, context_tokens, dtype)`` from a placement body, or the 400."""
+    body = await _json_object(request)
+    if isinstance(body, JSONResponse):
+        return body
+    model = body.get("model")
+    context = body.get("context_tokens", CONTEXT_TOKENS_DEFAULT)
+    dtype = body.get("dtype", DTYPE_DEFAULT)
+    if not isinstance(model, str) or not model:
+        return _error(400, "model must be the path of a checkpoint directory or config.json")
+    if isinstance(context, bool) or not isinstance(context, int):
+        return _error(400, "context_tokens must be an integer")
+    if not isinstance(dtype, str):
+        return _error(400, "dtype must be a string such as bf16")
+    return Path(model), context, dtype
+
+
 def consensus_routes(node: Any) -> list[Route]:
     """Routes serving ``node`` (a ``Node`` with the consensus mixin)."""
 
@@ -64,21 +85,26 @@ def consensus_routes(node: Any) -> list[Route]:
             _body("vramancer.consensus.placements.v1", {"placements": node.placements_view()})
         )
 
-    async def propose_placement(request: Request) -> Response:
-        body = await _json_object(request)
-        if isinstance(body, JSONResponse):
-            return body
-        model = body.get("model")
-        context = body.get("context_tokens", CONTEXT_TOKENS_DEFAULT)
-        dtype = body.get("dtype", DTYPE_DEFAULT)
-        if not isinstance(model, str) or not model:
-            return _error(400, "model must be the path of a checkpoint directory or config.json")
-        if isinstance(context, bool) or not isinstance(context, int):
-            return _error(400, "context_tokens must be an integer")
-        if not isinstance(dtype, str):
-            return _error(400, "dtype must be a string such as bf16")
+    async def plan_placement(request: Request) -> Response:
+        parsed = await _placement_request(request)
+        if isinstance(parsed, JSONResponse):
+            return parsed
         try:
-            view = await node.propose_placement_view(Path(model), context, dtype)
+            view = node.plan_placement_view(*parsed)
+        except (PlacementRequestError, ValueError) as exc:
+            return _error(400, str(exc))
+        except PlacementRefused as exc:
+            return _error(409, str(exc))
+        except ProposalFailed as exc:
+            return _error(503, str(exc))
+        return JSONResponse(_body("vramancer.consensus.placement_plan.v1", view))
+
+    async def propose_placement(request: Request) -> Response:
+        parsed = await _placement_request(request)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        try:
+            view = await node.propose_placement_view(*parsed)
         except (PlacementRequestError, ValueError) as exc:
             return _error(400, str(exc))
         except PlacementRefused as exc:
@@ -114,5 +140,6 @@ def consensus_routes(node: Any) -> list[Route]:
         Route("/v1/consensus", consensus),
         Route("/v1/placement", placements, methods=["GET"]),
         Route("/v1/placement", propose_placement, methods=["POST"]),
+        Route("/v1/placement/plan", plan_placement, methods=["POST"]),
         Route("/v1/revocations", revoke, methods=["POST"]),
     ]

@@ -41,7 +41,8 @@ def tensor_body(tensor: torch.Tensor) -> memoryview:
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
     if flat.numel() == 0:
         return memoryview(b"")
-    return memoryview(flat.view(torch.uint8).numpy())
+    raw: bytes | memoryview = flat.view(torch.uint8).numpy().data  # no copy
+    return memoryview(raw)
 
 
 def body_tensor(header: ActivationHeader, body: bytearray) -> torch.Tensor:

@@ -38,6 +38,7 @@ WATCHED_TREES = (
     Path("/opt/vramancer-node"),
     Path("/etc/vramancer"),
     Path("/var/lib/vramancer"),
+    Path("/var/lib/vramancer-node"),
     Path("/etc/systemd/system"),
     Path("/var/lib/systemd/deb-systemd-helper-enabled"),
     Path("/var/lib/systemd/deb-systemd-helper-masked"),
@@ -45,6 +46,8 @@ WATCHED_TREES = (
     Path("/usr/share/vramancer-node"),
 )
 """Everything the package or its maintainer scripts may create."""
+SUPPLEMENTARY_GROUPS = ("video", "render")
+"""The unit's SupplementaryGroups=: they must exist or the service cannot start."""
 TOOLS = (("dpkg-deb", "dpkg"), ("lintian", "lintian"), ("adduser", "adduser"))
 TOOLS += (("setpriv", "util-linux"),)
 
@@ -79,6 +82,7 @@ def _snapshot() -> dict[str, object]:
         "unit": UNIT.exists(),
         "user": _exists("vramancer", pwd.getpwnam),
         "group": _exists("vramancer", grp.getgrnam),
+        "device_groups": [_exists(g, grp.getgrnam) for g in SUPPLEMENTARY_GROUPS],
         "dpkg": _run("dpkg-query", "-W", "-f=${db:Status-Abbrev}", PACKAGE).stdout.strip(),
     }
 
@@ -133,7 +137,9 @@ def _run_installed_daemon(env: dict[str, str]) -> None:
         user = "vramancer" if as_user else "root"
         os.chown(state, pwd.getpwnam(user).pw_uid, grp.getgrnam(user).gr_gid)
         argv = [
-            "setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--",
+            # as the unit runs it: the user, its group, SupplementaryGroups=video render
+            "setpriv", f"--reuid={user}", f"--regid={user}",
+            f"--groups={','.join(SUPPLEMENTARY_GROUPS)}", "--",
             "/usr/bin/vramancer-node", "join",
             "--state-dir", str(state / "s"), "--preset", "local", "--listen", "127.0.0.1:0",
             "--log-format", "json",
@@ -197,6 +203,7 @@ def test_deb_builds_lints_installs_runs_and_purges(
         conffiles = _run("dpkg-query", "-W", "-f=${Conffiles}", PACKAGE).stdout
         assert "/etc/vramancer/node.toml" in conffiles
         assert pwd.getpwnam("vramancer").pw_dir == "/var/lib/vramancer"
+        assert all(_exists(g, grp.getgrnam) for g in SUPPLEMENTARY_GROUPS)
         assert UNIT.exists() and WANTS_LINK.is_symlink()  # enabled ...
         assert not Path("/var/lib/vramancer/node.key").exists()  # ... but never started
         verified = _run(require_tool("systemd-analyze", "systemd"), "verify", "--man=no", str(UNIT))

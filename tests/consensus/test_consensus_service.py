@@ -5,6 +5,7 @@ configuration, and a restart that catches up without repeating its side effects.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from vramancer_node.consensus.service import ProposalFailed, ProposalRejected
 
 CA = ClusterCA.generate()
 SETTINGS = ConsensusSettings(tick_interval_s=0.1, raft=RaftConfig(), proposal_timeout_s=30.0)
+COMPACTING = dataclasses.replace(SETTINGS, compact_entries=4)
+"""Local snapshots every 4 applied entries: a node that was away gets a snapshot."""
 POLL_S = 0.1
 WAIT_S_MAX = 120.0
 
@@ -65,7 +68,10 @@ class Member:
 
 
 class Harness:
-    def __init__(self, root: Path, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, root: Path, nursery: trio.Nursery, settings: ConsensusSettings = SETTINGS
+    ) -> None:
+        self.settings = settings
         self.root = root
         self.nursery = nursery
         self.net = FakeRaftNet()
@@ -86,7 +92,7 @@ class Harness:
         service = ConsensusService(
             node_id=member.node_id,
             state_dir=self.root / name,
-            settings=SETTINGS,
+            settings=self.settings,
             transport=self.net.transport(member.node_id),  # type: ignore[arg-type]
             bootstrap=lambda: name == "a",
             on_outcome=record,
@@ -149,7 +155,7 @@ async def a_survivor_submits(h: Harness) -> None:
 
 async def test_three_services_agree_survive_a_crash_and_restart(root: Path, clock) -> None:
     async with trio.open_nursery() as nursery:
-        h = Harness(root, nursery)
+        h = Harness(root, nursery, COMPACTING)
         for name in "abc":
             await h.start(name)
         await h.until(lambda: h.leader() == "a", "the founder leading its one-voter cluster")
@@ -178,16 +184,23 @@ async def test_three_services_agree_survive_a_crash_and_restart(root: Path, cloc
         # The leader crashes; the two others elect one of them and carry on.
         h.crash("a")
         await h.until(lambda: h.leader() in ("b", "c"), "a new leader")
-        # The old leader restarts from its store and catches up.
+        # Meanwhile the survivors compact their logs past what a holds.
+        b = h.services["b"]
+        for serial in range(100, 106):
+            await b.submit(Revoke(serial=serial, reason="while a is away"))
+        assert b.raft.log.snapshot.index > applied.index
+
+        # The old leader restarts from its store and catches up (from a snapshot).
         await h.start("a")
         restarted = h.services["a"]
         await h.until(h.agree, "the restarted node caught up")
+        assert restarted.raft.log.snapshot.index > applied.index
         committed = restarted.control.placement("tiny")
         assert committed is not None and committed.index == applied.index
 
         # Revoking c (whatever its role) removes it from the configuration; the others
         # carry on without it, and the stale view it is left with cannot disrupt them.
-        b, revoked = h.services["b"], h.members["c"]
+        revoked = h.members["c"]
         assert b.control.members[revoked.node_id].serial == 4
         await b.submit(Revoke(serial=4, reason="stolen"))
         assert 4 in b.control.revoked_serials()  # applied on the proposer when submit returns

@@ -150,6 +150,13 @@ def test_vramancer_generate_json_streams_the_same_tokens(cluster: list[Daemon], 
     assert document["token_ids"] == reference_tokens(root / "models" / "llama", PROMPT, 12)
     assert len(document["timings"]["stage_times_s_total"]) == 3
     assert document["finish_reason"] == "length"
+    piped = run_cli(
+        "vramancer", "--state-dir", str(driver.state), "generate", "--model", "llama",
+        "--prompt-ids", ",".join(map(str, PROMPT)), "--max-tokens", str(MAX_NEW_TOKENS),
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.split() == [str(t) for t in document["token_ids"]]
+    assert "tok/s" in piped.stderr and "stage compute s" in piped.stderr
     metrics = metrics_text(driver)
     assert "vramancer_runtime_generated_tokens_total" in metrics
     assert 'vramancer_runtime_stage_duration_seconds_count{stage="2"}' in metrics

@@ -12,8 +12,8 @@ says which of two kinds it is:
              :mod:`protocol.raft.codec`.  Each node keeps one outgoing stream per
              peer (:class:`PeerLink`): a bounded queue and a task that opens the
              session on demand, sends, and closes it after
-             :data:`STREAM_ROTATE_S` (below the listener's 30 s session limit) or on
-             any error.  Replies come back on the peer's own stream to us.
+             :data:`STREAM_ROTATE_S` (below :data:`SESSION_TIMEOUT_S`) or on any
+             error.  Replies come back on the peer's own stream to us.
 ``request``  one request, one reply (``RaftTransport.request``): a BULK frame of
              kind :data:`BULK_KIND_REQUEST` holding ``msgpack([op, payload])``, answered
              by one BULK frame holding a msgpack map, then END_OF_STREAM.  Followers use
@@ -59,8 +59,11 @@ BULK_KIND_REQUEST = 4
 SESSION_STREAM = b"stream"
 SESSION_REQUEST = b"request"
 STREAM_ROTATE_S = 20.0
-"""An outgoing stream is closed and reopened this often (the listener ends sessions
-after 30 s)."""
+"""An outgoing stream is closed and reopened this often (below
+:data:`SESSION_TIMEOUT_S`, so a stream never dies of old age mid-message)."""
+SESSION_TIMEOUT_S = 120.0
+"""Longest a ``raft`` session may last on the responder: a stream is rotated well
+before, a forwarded request waits at most the leader's proposal timeout."""
 LINK_QUEUE_MESSAGES_MAX = 1024
 """Messages queued for one peer; more are dropped (Raft resends)."""
 RETRY_PAUSE_S = 0.5
@@ -169,7 +172,7 @@ class RaftTransport:
         self._on_message, self._on_request = on_message, on_request
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.peers.register(SERVICE_RAFT, self._serve)
+            self.peers.register(SERVICE_RAFT, self._serve, session_timeout_s=SESSION_TIMEOUT_S)
             task_status.started()
             await trio.sleep_forever()
 

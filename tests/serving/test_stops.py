@@ -42,11 +42,24 @@ def test_empty_stop_is_refused() -> None:
     st.lists(st.text(alphabet="abc", min_size=1, max_size=3), min_size=1, max_size=3),
     st.lists(st.integers(min_value=0, max_value=30), max_size=8),
 )
-def test_any_split_gives_the_text_before_the_first_stop(
+def test_any_split_gives_the_text_before_the_first_completed_stop(
     text: str, stops: list[str], cuts: list[int]
 ) -> None:
+    """Generation ends at the first delta that completes a stop string, so the answer
+    is the text before the earliest stop within the text received up to that delta
+    (a longer stop that would have completed later never gets the chance: with stops
+    ``c`` and ``aca``, ``ac`` + ``a`` stops at ``c`` while ``aca`` at once stops at 0)."""
     points = sorted({0, len(text), *(min(c, len(text)) for c in cuts)})
     deltas = [text[a:b] for a, b in itertools.pairwise(points)]
-    hits = [i for i in (text.find(stop) for stop in stops) if i >= 0]
-    expected = (text[: min(hits)], True) if hits else (text, False)
+    expected = (text, False)
+    for end in points[1:]:
+        hits = [i for i in (text[:end].find(stop) for stop in stops) if i >= 0]
+        if hits:
+            expected = (text[: min(hits)], True)
+            break
     assert run(stops, deltas) == expected
+
+
+def test_a_stop_completed_by_an_earlier_delta_wins_over_a_longer_one() -> None:
+    assert run(["c", "aca"], ["ac", "a"]) == ("a", True)
+    assert run(["c", "aca"], ["aca"]) == ("", True)

@@ -9,11 +9,14 @@ control state, placement through the log.
 ``voting``     :class:`VoterManager`: the leader keeps voters and learners in line
                with the members (autopilot)
 ``placing``    placement requests, ``plan_epoch`` on the leader, views
+``placementwiring``  the ``Node`` mixin: propose, plan, re-plan, show placements
+``records``    the audit record of each committed command
 ``routes``     ``/v1/placement``, ``/v1/revocations``, ``/v1/consensus``
 =============  ==================================================================
 
-What the node offers other parts of the daemon (the pipeline, the API), all defined in
-:mod:`vramancer_node.consensuswiring` and mixed into ``Node``:
+What the node offers other parts of the daemon (the pipeline, the API), defined in
+:mod:`vramancer_node.consensus.placementwiring` and :mod:`vramancer_node.consensuswiring`
+and mixed into ``Node``:
 
 ``node.committed_placement(model_id) -> (epoch, Placement) | None``
     The committed placement epoch of a model and its stages as the optimiser's

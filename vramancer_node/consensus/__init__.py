@@ -25,7 +25,8 @@ and mixed into ``Node``:
     Plan the checkpoint at ``model_dir`` on the leader (forwarded when this node does
     not lead), commit it as the model's next epoch and return it once applied here.
     Raises ``PlacementRequestError`` (bad config, model id, context or dtype),
-    ``PlacementRefused`` (fits nowhere; the message names the shortfall) or
+    ``PlacementRefused`` (fits nowhere; the message names the shortfall),
+    ``ProposalRejected`` (another epoch of the model committed first) or
     ``ProposalFailed`` (no commit in ``consensus.proposal_timeout_s``).
 ``await node.wait_placement_change()``
     Returns when the next placement epoch of any model is applied on this node

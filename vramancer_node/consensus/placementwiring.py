@@ -69,7 +69,9 @@ class PlacementWiring(NodeParts):
         """Plan ``model_dir`` on the leader, commit it, return the committed epoch.
 
         Raises :class:`PlacementRequestError` (bad request), :class:`PlacementRefused`
-        (fits nowhere: the optimiser's shortfall message), :class:`ProposalFailed`.
+        (fits nowhere: the optimiser's shortfall message), :class:`ProposalRejected`
+        (another epoch of the model committed first) or :class:`ProposalFailed` (no
+        commit within ``consensus.proposal_timeout_s``).
         """
         model_id = await self._commit_placement(model_dir, context_tokens, dtype)
         result = self.committed_placement(model_id)

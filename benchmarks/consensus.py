@@ -71,7 +71,7 @@ class Node:
         self.name = name
         self.node_id = identity.node_id
         cert = certs.issue(
-            ca, node_pubkey=identity.public_key, node_name=name, roles=("member",),
+            ca, node_pubkey=identity.public_key, node_name=name, roles=("admin", "member"),
             serial=serial, now=NOW_S, ttl_s=3600,
         ).encode()  # fmt: skip
         self.admission = AdmitMember(node_id=self.node_id, certificate=cert)
@@ -98,6 +98,7 @@ class Node:
             transport=RaftTransport(self.peers, self.node_id, book.get),
             bootstrap=lambda: name == "a",
             on_outcome=ignore,
+            ca_pubkey=ca.pubkey,
         )
 
     async def start(self, nursery: trio.Nursery, alive: Any) -> None:

@@ -52,6 +52,7 @@ class ConsensusWiring(PlacementWiring):
             transport=RaftTransport(self.peers, self.identity.node_id, self._member_address),
             bootstrap=self._founds_consensus,
             on_outcome=self._record_outcome,
+            ca_pubkey=self.membership.ca_pubkey if self.membership else None,
         )
         service.request_handlers[OP_PLACE] = self._serve_place
         self.consensus = service

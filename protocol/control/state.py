@@ -15,8 +15,9 @@ senseless command is a rejection, recorded with its index and reason (the last
 The rules, command by command:
 
 ========================  ========================================================
-``AdmitMember``           the certificate decodes, its key hashes to ``node_id``, its
-                          serial is neither revoked nor held by another member; a
+``AdmitMember``           the certificate decodes, carries the cluster CA's signature,
+                          its key hashes to ``node_id``, its serial is neither
+                          revoked nor held by another member; a
                           node already admitted may be admitted again only when its
                           old certificate was revoked (a new certificate replaces it)
 ``Revoke``                the serial is not revoked yet (an unknown serial may be
@@ -41,7 +42,12 @@ from typing import Any
 
 import msgpack
 
-from crypto.certs import CertificateError, MembershipCertificate, SignedCertificate
+from crypto.certs import (
+    CERT_SIGNATURE_CONTEXT,
+    CertificateError,
+    SignedCertificate,
+    ed25519_verify,
+)
 from crypto.identity import node_id_from_public_key
 from protocol.control.codec import decode_command, encode_command
 from protocol.control.commands import (
@@ -115,14 +121,13 @@ class Rejected:
 Outcome = Applied | Rejected
 
 
-def _certificate(data: bytes) -> MembershipCertificate:
-    return SignedCertificate.decode(data).unverified_certificate
-
-
 class ControlState:
     """The control state machine; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, ca_pubkey: bytes | None = None) -> None:
+        self.ca_pubkey = ca_pubkey
+        """The cluster CA: an admitted certificate must carry its signature (None: not
+        checked, for tests of the other rules)."""
         self.members: dict[str, Member] = {}
         self.revoked: dict[int, Revocation] = {}
         self.placements: dict[str, CommittedPlacement] = {}
@@ -209,10 +214,15 @@ class ControlState:
 
     def _admit(self, index: int, command: AdmitMember) -> str | None:
         try:
-            cert = _certificate(command.certificate)
+            signed = SignedCertificate.decode(command.certificate)
+            cert = signed.unverified_certificate
             node_id = node_id_from_public_key(cert.node_pubkey)
         except (CertificateError, ValueError) as exc:
             return f"admission of {command.node_id}: bad certificate: {exc}"
+        if self.ca_pubkey is not None and not ed25519_verify(
+            self.ca_pubkey, CERT_SIGNATURE_CONTEXT + signed.cert, signed.signature
+        ):
+            return f"admission of {command.node_id}: the certificate is not signed by the CA"
         if node_id != command.node_id:
             return f"admission of {command.node_id}: the certificate is for {node_id}"
         if cert.serial in self.revoked:
@@ -271,9 +281,9 @@ class ControlState:
         return bytes((SNAPSHOT_VERSION,)) + packed
 
     @classmethod
-    def restore(cls, data: bytes) -> ControlState:
+    def restore(cls, data: bytes, ca_pubkey: bytes | None = None) -> ControlState:
         """Rebuild a state from :meth:`snapshot` bytes; ``b""`` is the empty state."""
-        state = cls()
+        state = cls(ca_pubkey)
         if data == b"":
             return state
         if not isinstance(data, bytes) or len(data) > SNAPSHOT_BYTES_MAX:

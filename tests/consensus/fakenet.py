@@ -14,7 +14,12 @@ import trio
 
 from protocol.errors import RemoteProtocolError
 from protocol.raft import Message, decode, encode
-from vramancer_node.consensus.transport import MessageHandler, RequestFailed, RequestHandler
+from vramancer_node.consensus.transport import (
+    MessageHandler,
+    Requester,
+    RequestFailed,
+    RequestHandler,
+)
 
 QUEUE_MAX = 1024
 REQUEST_LATENCY_S = 0.002
@@ -26,8 +31,10 @@ class FakeRaftNet:
         self.isolated: set[str] = set()
         self.delivered = 0
 
-    def transport(self, node_id: str) -> FakeTransport:
-        return FakeTransport(self, node_id)
+    def transport(
+        self, node_id: str, roles: tuple[str, ...] = ("admin", "member")
+    ) -> FakeTransport:
+        return FakeTransport(self, node_id, roles)
 
     def isolate(self, node_id: str) -> None:
         self.isolated.add(node_id)
@@ -40,9 +47,11 @@ class FakeRaftNet:
 
 
 class FakeTransport:
-    def __init__(self, net: FakeRaftNet, node_id: str) -> None:
+    def __init__(self, net: FakeRaftNet, node_id: str, roles: tuple[str, ...]) -> None:
         self.net = net
         self.node_id = node_id
+        self.roles = roles
+        """The certificate roles the receiver of this node's requests sees."""
         self._send, self._receive = trio.open_memory_channel[bytes](QUEUE_MAX)
         self._on_request: RequestHandler | None = None
         self.dropped = 0
@@ -82,7 +91,7 @@ class FakeTransport:
             raise RequestFailed(f"{peer_id} is unreachable")
         handler = self.net.nodes[peer_id]._on_request
         assert handler is not None
-        return await handler(op, payload)
+        return await handler(Requester(node_id=self.node_id, roles=self.roles), op, payload)
 
     def stats(self) -> dict[str, Any]:
         return {"dropped": self.dropped}

@@ -53,6 +53,7 @@ class Member:
         identity = generate_identity()
         self.name = name
         self.node_id = identity.node_id
+        self.serial = serial
         self.admission = AdmitMember(
             node_id=identity.node_id,
             certificate=certs.issue(
@@ -79,6 +80,7 @@ class Harness:
         self.services: dict[str, ConsensusService] = {}
         self.scopes: dict[str, trio.CancelScope] = {}
         self.effects: dict[str, list[int]] = {name: [] for name in self.members}
+        self.roles: dict[str, tuple[str, ...]] = {name: ("admin", "member") for name in "abc"}
 
     def alive(self) -> set[str]:
         return set(self.net.nodes)
@@ -93,7 +95,8 @@ class Harness:
             node_id=member.node_id,
             state_dir=self.root / name,
             settings=self.settings,
-            transport=self.net.transport(member.node_id),  # type: ignore[arg-type]
+            transport=self.net.transport(member.node_id, self.roles[name]),  # type: ignore[arg-type]
+            ca_pubkey=CA.pubkey,
             bootstrap=lambda: name == "a",
             on_outcome=record,
         )
@@ -256,4 +259,23 @@ async def test_an_isolated_leader_cannot_commit_and_rejoins_after_the_partition(
         await h.until(h.agree, "the old leader caught up")
         assert 99 in isolated.control.revoked_serials()
         assert 98 not in isolated.control.revoked_serials()  # never committed
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_member_without_the_admin_role_cannot_forward_proposals(root: Path, clock) -> None:
+    async with trio.open_nursery() as nursery:
+        h = Harness(root, nursery)
+        h.roles["c"] = ("member",)
+        for name in "abc":
+            await h.start(name)
+        await h.until(lambda: h.leader() == "a", "the founder leading")
+        for member in h.members.values():
+            await h.services["a"].submit(member.admission)
+        await h.until(lambda: h.services["c"].raft.leader_id is not None, "c knows the leader")
+        c = h.services["c"]
+        with pytest.raises(PermissionError, match="admin"):
+            await c.submit(Revoke(serial=h.members["b"].serial, reason="a member's coup"))
+        assert h.members["b"].serial not in h.services["a"].control.revoked_serials()
+        # An admin's forwarded proposal still goes through.
+        await h.services["b"].submit(Revoke(serial=77, reason="by an admin"))
         nursery.cancel_scope.cancel()

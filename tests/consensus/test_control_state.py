@@ -186,6 +186,23 @@ def test_admission_revocation_and_readmission() -> None:
     assert isinstance(stale, Rejected) and "revoked" in stale.reason
 
 
+def test_admission_needs_the_cluster_ca_signature() -> None:
+    state = ControlState(ca_pubkey=CA.pubkey)
+    _, genuine = admission(serial=2)
+    other_ca = ClusterCA.generate()
+    identity = generate_identity()
+    forged_cert = certs.issue(
+        other_ca, node_pubkey=identity.public_key, node_name="forged", roles=("admin",),
+        serial=3, now=1_700_000_000, ttl_s=3600,
+    )  # fmt: skip
+    forged = AdmitMember(node_id=identity.node_id, certificate=forged_cert.encode())
+    outcome = state.apply(1, encode_command(forged))
+    assert isinstance(outcome, Rejected) and "not signed by the CA" in outcome.reason
+    assert isinstance(state.apply(2, encode_command(genuine)), Applied)
+    restored = ControlState.restore(state.snapshot(), CA.pubkey)
+    assert restored.members == state.members and restored.ca_pubkey == CA.pubkey
+
+
 def test_admission_must_match_its_certificate() -> None:
     log = Log()
     node_a, admit_a = admission(serial=5)

@@ -20,6 +20,7 @@ from vramancer_node.consensus.transport import (
     BULK_KIND_RAFT,
     SESSION_STREAM,
     RaftTransport,
+    Requester,
     RequestFailed,
 )
 from vramancer_node.net.handshake import Credentials
@@ -46,8 +47,8 @@ class Endpoint:
         self.arrived.set()
         self.arrived = trio.Event()
 
-    async def on_request(self, op: str, payload: Any) -> dict[str, Any]:
-        return {"ok": True, "op": op, "echo": payload}
+    async def on_request(self, requester: Requester, op: str, payload: Any) -> dict[str, Any]:
+        return {"ok": True, "op": op, "echo": payload, "by": [requester.node_id, requester.roles]}
 
     async def wait_for(self, count: int) -> None:
         with trio.fail_after(GUARD_S):
@@ -120,7 +121,13 @@ async def test_garbage_on_a_stream_closes_it_and_is_refused() -> None:
 async def test_forwarded_requests_get_their_reply() -> None:
     async with pair() as (alice, bob):
         reply = await alice.transport.request(bob.node_id, "propose", b"\x01payload")
-        assert reply == {"ok": True, "op": "propose", "echo": b"\x01payload"}
+        # The handler learns who asked, as the handshake authenticated it.
+        assert reply == {
+            "ok": True,
+            "op": "propose",
+            "echo": b"\x01payload",
+            "by": [alice.node_id, ["member"]],
+        }
         with pytest.raises(RequestFailed, match="no known address"):
             await alice.transport.request("nobody", "propose", b"")
 

@@ -27,7 +27,7 @@ from vramancer_node.consensus.placing import (
     to_placement,
 )
 from vramancer_node.consensus.service import ConsensusService, ProposalFailed, ProposalRejected
-from vramancer_node.consensus.transport import RequestFailed
+from vramancer_node.consensus.transport import Requester, RequestFailed
 from vramancer_node.logs import get_logger
 from vramancer_node.nodeparts import NodeParts
 
@@ -129,7 +129,7 @@ class PlacementWiring(NodeParts):
             raft = service.raft
             reply: dict[str, Any] | None = None
             if raft.role is Role.LEADER:
-                reply = await self._serve_place(OP_PLACE, request.to_wire())
+                reply = await self._serve_place(None, OP_PLACE, request.to_wire())
             elif raft.leader_id is not None:
                 try:
                     reply = await service.transport.request(
@@ -149,8 +149,11 @@ class PlacementWiring(NodeParts):
                     raise ProposalRejected(reason, int(reply.get("index") or 0))
             await trio.sleep(PLACE_RETRY_S)
 
-    async def _serve_place(self, op: str, payload: Any) -> dict[str, Any]:
-        """Leader: plan the model on the live members and commit the next epoch."""
+    async def _serve_place(
+        self, requester: Requester | None, op: str, payload: Any
+    ) -> dict[str, Any]:
+        """Leader: plan the model on the live members and commit the next epoch (any
+        member may ask: the leader plans, the requester only names the model)."""
         service = self._require_consensus()
         if service.raft.role is not Role.LEADER:
             return {"ok": False, "error": "not_leader"}

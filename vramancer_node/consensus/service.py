@@ -30,7 +30,8 @@ other node starts empty and learns the configuration from the leader's snapshot
 once the leader adds it as a learner.
 
 Proposals: :meth:`ConsensusService.submit` proposes a command on the leader, or
-forwards it to the leader (request ``propose``), and returns once the entry is
+forwards it to the leader (request ``propose``, which the leader accepts only from a
+member whose certificate holds the ``admin`` role), and returns once the entry is
 committed *and* applied here.  A committed command the state machine refused raises
 :class:`ProposalRejected`; no commit within ``proposal_timeout_s`` (no leader, lost
 leadership, unreachable leader) raises :class:`ProposalFailed`.
@@ -78,7 +79,12 @@ from protocol.raft import (
 )
 from vramancer_node.audit.writer import WriterThread
 from vramancer_node.consensus.storage import RaftStorage
-from vramancer_node.consensus.transport import RaftTransport, RequestFailed, RequestHandler
+from vramancer_node.consensus.transport import (
+    RaftTransport,
+    Requester,
+    RequestFailed,
+    RequestHandler,
+)
 from vramancer_node.logs import get_logger
 
 log = get_logger("consensus")
@@ -88,6 +94,10 @@ COMPACT_ENTRIES_DEFAULT = 1000
 SUBMIT_RETRY_S = 0.1
 """Pause before asking again who leads (during an election)."""
 OP_PROPOSE = "propose"
+PROPOSER_ROLE = "admin"
+"""Role a member needs to have the leader commit a command it forwards: admission,
+revocation and federation are admin acts, and placements are planned by the leader
+itself (the ``place`` request any member may send)."""
 
 
 class ProposalFailed(Exception):
@@ -138,6 +148,7 @@ class ConsensusService:
         transport: RaftTransport,
         bootstrap: Callable[[], bool],
         on_outcome: OutcomeHook,
+        ca_pubkey: bytes | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.node_id = node_id
@@ -146,11 +157,13 @@ class ConsensusService:
         self.transport = transport
         self._bootstrap = bootstrap
         self._on_outcome = on_outcome
+        self.ca_pubkey = ca_pubkey
+        """The cluster CA the control state checks admitted certificates against."""
         self._rng = rng or random.Random()
         self._writer = WriterThread("consensus-writer")
         self._storage: RaftStorage | None = None
         self._raft: RaftNode | None = None
-        self.control = ControlState()
+        self.control = ControlState(ca_pubkey)
         self.request_handlers: dict[str, RequestHandler] = {OP_PROPOSE: self._serve_propose}
         """Forwarded-request handlers by op; the wiring adds its own."""
         self._wake = trio.Event()
@@ -202,7 +215,7 @@ class ConsensusService:
         self._effects_through = await self._writer.run_sync(storage.applied_index)
         self._raft = RaftNode(self.node_id, self.settings.raft, state, self._rng)
         if state is not None:
-            self.control = ControlState.restore(state.snapshot.data)
+            self.control = ControlState.restore(state.snapshot.data, self.ca_pubkey)
         await self._drain_ready()  # re-applies the committed entries of a restarted node
 
     async def _tick_loop(self) -> None:
@@ -259,7 +272,7 @@ class ConsensusService:
     def _apply(self, ready: Ready) -> list[Outcome]:
         if ready.snapshot is not None:
             try:
-                self.control = ControlState.restore(ready.snapshot.data)
+                self.control = ControlState.restore(ready.snapshot.data, self.ca_pubkey)
             except RemoteProtocolError as exc:
                 log.error("the leader's snapshot is unusable", extra={"detail": str(exc)})
         outcomes: list[Outcome] = []
@@ -351,6 +364,8 @@ class ConsensusService:
                         return Applied(index=reply["index"], command=command)
                     if reply.get("error") == "rejected":
                         raise ProposalRejected(str(reply.get("reason")), int(reply.get("index", 0)))
+                    if reply.get("error") == "forbidden":
+                        raise PermissionError(str(reply.get("reason")))
             await trio.sleep(SUBMIT_RETRY_S)
 
     async def _propose(self, data: bytes) -> Applied:
@@ -379,13 +394,23 @@ class ConsensusService:
         self._wake.set()
         return index
 
-    async def _serve_request(self, op: str, payload: Any) -> dict[str, Any]:
+    async def _serve_request(self, requester: Requester, op: str, payload: Any) -> dict[str, Any]:
         handler = self.request_handlers.get(op)
         if handler is None:
             return {"ok": False, "error": "unknown_op", "reason": f"unknown request {op!r:.40}"}
-        return await handler(op, payload)
+        return await handler(requester, op, payload)
 
-    async def _serve_propose(self, op: str, payload: Any) -> dict[str, Any]:
+    async def _serve_propose(self, requester: Requester, op: str, payload: Any) -> dict[str, Any]:
+        if PROPOSER_ROLE not in requester.roles:
+            log.warning(
+                "forwarded proposal refused: not an admin",
+                extra={"peer_node_id": requester.node_id},
+            )
+            return {
+                "ok": False,
+                "error": "forbidden",
+                "reason": f"only a member with the {PROPOSER_ROLE} role may forward proposals",
+            }
         if self.raft.role is not Role.LEADER:
             return {"ok": False, "error": "not_leader", "leader": self.raft.leader_id}
         if not isinstance(payload, bytes):

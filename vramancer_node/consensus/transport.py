@@ -17,7 +17,9 @@ says which of two kinds it is:
 ``request``  one request, one reply (``RaftTransport.request``): a BULK frame of
              kind :data:`BULK_KIND_REQUEST` holding ``msgpack([op, payload])``, answered
              by one BULK frame holding a msgpack map, then END_OF_STREAM.  Followers use
-             it to forward proposals and placement requests to the leader.
+             it to forward proposals and placement requests to the leader; the
+             handler learns the requester's node id and certificate roles
+             (:class:`Requester`) to authorise it.
 
 The responder checks that every message on a stream comes *from* the authenticated
 peer and is addressed to us: a member cannot speak for another one.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -81,9 +84,19 @@ SEND_ERRORS = (
     trio.ClosedResourceError,
 )
 
+
+@dataclass(frozen=True, kw_only=True)
+class Requester:
+    """Who sent a forwarded request, as the handshake authenticated it."""
+
+    node_id: str
+    roles: tuple[str, ...]
+    """The roles of the requester's certificate (``admin``, ``member`` ...)."""
+
+
 MessageHandler = Callable[[Message], None]
-RequestHandler = Callable[[str, Any], Awaitable[dict[str, Any]]]
-"""``handler(op, payload) -> reply map`` for a forwarded request."""
+RequestHandler = Callable[[Requester, str, Any], Awaitable[dict[str, Any]]]
+"""``handler(requester, op, payload) -> reply map`` for a forwarded request."""
 AddressBook = Callable[[str], str | None]
 """node id -> ``HOST:PORT`` where it listens (from gossip), or None if unknown."""
 
@@ -256,7 +269,9 @@ class RaftTransport:
         if not (isinstance(request, tuple) and len(request) == 2 and isinstance(request[0], str)):
             raise RemoteProtocolError("a forwarded request is [op, payload]")
         log.info("forwarded request", extra={"peer_node_id": peer.node_id, "op": request[0]})
-        reply = await self._on_request(request[0], request[1])
+        roles = peer.certificate.roles if peer.certificate is not None else ()
+        requester = Requester(node_id=peer.node_id, roles=tuple(roles))
+        reply = await self._on_request(requester, request[0], request[1])
         await secure.send_bulk(BULK_KIND_REQUEST, b"", msgpack.packb(reply, use_bin_type=True))
         await secure.send_eof()
 

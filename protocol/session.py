@@ -27,6 +27,7 @@ SERVICE_AUDIT = "audit"
 SERVICE_RAFT = "raft"
 SERVICE_STAGE = "stage"
 SERVICE_WEIGHTS = "weights"
+SERVICE_CLOCK = "clock"
 SERVICES = (
     SERVICE_HELLO,
     SERVICE_GOSSIP,
@@ -34,6 +35,7 @@ SERVICES = (
     SERVICE_RAFT,
     SERVICE_STAGE,
     SERVICE_WEIGHTS,
+    SERVICE_CLOCK,
 )
 """Append only."""
 

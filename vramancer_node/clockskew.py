@@ -41,6 +41,7 @@ from starlette.routing import Route
 from crypto.noise.errors import NoiseError
 from protocol.errors import RemoteProtocolError
 from protocol.frames import ControlFrame, EndOfStream
+from protocol.session import SERVICE_CLOCK
 from vramancer_node import PROTOCOL_VERSION, __version__
 from vramancer_node.logs import get_logger
 from vramancer_node.net.handshake import AuthenticatedPeer, HandshakeFailed
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
 
 log = get_logger("clockskew")
 
-SERVICE_CLOCK = "clock"
-"""Session service of the clock probe (kept beside ``protocol.session.SERVICES``)."""
 PROBE_TIMEOUT_S = 5.0
 """Longest one member's probe may take, handshake included."""
 PROBES_CONCURRENT_MAX = 16

@@ -52,9 +52,10 @@ Anchors, computed in the same run for the same fanout, intervals and loss (see
 Serf's convergence model ``1 / (1 + (N + 1) e^(-c r))``, ``c = fanout * 0.5 * (1 -
 loss)``, one round per gossip interval.
 
-Limits: a core tracks at most ``MEMBERS_MAX`` (4,096) members, the most one
-push-pull may carry, so larger clusters are refused; each core holds a full table,
-so memory grows as N^2 (about 100 bytes per entry).
+Limits: a core tracks at most ``MEMBERS_MAX`` (16,384) members, the most one
+push-pull may carry, so larger clusters are refused.  The cores share one warm table
+copy on write (``membership_cluster.py``), so memory grows with N plus what each core
+changed, not N^2.
 
 Exit status 1, with "reproduce with --seed S", when an invariant fails: a false
 death, no convergence in the liveness phase, an oversized datagram or a message a

@@ -11,10 +11,17 @@ a new codec version)::
     REVOKE                  [2, serial, reason]
     PLACEMENT_EPOCH         [3, model_id, epoch, [stage...], decode_ns_per_token,
                              context_tokens, dtype, model_config]
+                      v2:   [3, ..., model_config, method]
     FEDERATION_LINK_ADD     [4, address, ca_fingerprint]
     FEDERATION_LINK_REMOVE  [5, address, ca_fingerprint]
 
     stage  [node_id, device_index, first_layer, last_layer_exclusive, memory_bytes]
+
+Versions: 1 is the layout above; 2 appends ``method`` to ``PLACEMENT_EPOCH`` (every
+other command is the same in both).  A command is encoded in the *lowest* version
+that can express it — a placement epoch without a method, and every other command,
+in version 1 — so entries written before version 2 keep their exact bytes and stay
+canonical, and each command still has exactly one encoding.
 
 Decoding is strict: exact arity, exact types (a bool is not an int, a str is not
 bin), every size under a named limit, the constructors' range checks, and finally
@@ -47,8 +54,13 @@ from protocol.control.commands import (
 from protocol.errors import RemoteProtocolError
 from protocol.wire import array, fail, uint
 
-CODEC_VERSION = 1
-"""First byte of every encoded command; bump on any incompatible change."""
+CODEC_VERSION = 2
+"""The newest codec version (the first byte of an encoded command); bump on any
+incompatible change."""
+CODEC_VERSIONS = (1, 2)
+"""Versions this node decodes (see the module docstring)."""
+_PLACEMENT_FIELDS = {1: 8, 2: 9}
+"""Items of a PLACEMENT_EPOCH array, kind included, per codec version."""
 COMMAND_BYTES_MAX = 1024 * 1024
 """Largest encoded command: a 1024-stage placement (~100 KiB) and its model config."""
 _STR_BYTES_MAX = MODEL_CONFIG_CHARS_MAX * 4  # utf-8; each field's own limit is checked after
@@ -70,7 +82,7 @@ def _wire(command: Command) -> list[Any]:
     if isinstance(command, Revoke):
         return [int(CommandKind.REVOKE), command.serial, command.reason]
     if isinstance(command, PlacementEpoch):
-        return [
+        wire = [
             int(CommandKind.PLACEMENT_EPOCH),
             command.model_id,
             command.epoch,
@@ -80,6 +92,7 @@ def _wire(command: Command) -> list[Any]:
             command.dtype,
             command.model_config,
         ]
+        return [*wire, command.method] if command.method else wire
     if isinstance(command, FederationLinkAdd):
         kind = CommandKind.FEDERATION_LINK_ADD
     elif isinstance(command, FederationLinkRemove):
@@ -89,10 +102,15 @@ def _wire(command: Command) -> list[Any]:
     return [int(kind), command.link.address, command.link.ca_fingerprint]
 
 
+def _version(command: Command) -> int:
+    """The lowest codec version that expresses ``command``."""
+    return 2 if isinstance(command, PlacementEpoch) and command.method else 1
+
+
 def encode_command(command: Command) -> bytes:
     """The log entry data of ``command``."""
     packed: bytes = msgpack.packb(_wire(command), use_bin_type=True)
-    return bytes((CODEC_VERSION,)) + packed
+    return bytes((_version(command),)) + packed
 
 
 def _text(value: object, where: str) -> str:
@@ -120,7 +138,7 @@ def _link(fields: tuple[Any, ...], where: str) -> FederationLink:
     )
 
 
-def _build(wire: tuple[Any, ...]) -> Command:
+def _build(wire: tuple[Any, ...], version: int) -> Command:
     if not wire:
         raise fail("command", "a non-empty array", wire)
     kind_value = uint(wire[0], "command kind")
@@ -137,8 +155,9 @@ def _build(wire: tuple[Any, ...]) -> Command:
         _, serial, reason = array(wire, "revoke", 3)
         return Revoke(serial=uint(serial, "revoke serial"), reason=_text(reason, "revoke reason"))
     if kind is CommandKind.PLACEMENT_EPOCH:
-        fields = array(wire, "placement epoch", 8)
-        _, model_id, epoch, stages, decode_ns, context_tokens, dtype, model_config = fields
+        fields = array(wire, "placement epoch", _PLACEMENT_FIELDS[version])
+        _, model_id, epoch, stages, decode_ns, context_tokens, dtype, model_config = fields[:8]
+        method = _text(fields[8], "placement method") if version >= 2 else ""
         stage_items = array(stages, "placement stages")
         return PlacementEpoch(
             model_id=_text(model_id, "placement model_id"),
@@ -148,6 +167,7 @@ def _build(wire: tuple[Any, ...]) -> Command:
             context_tokens=uint(context_tokens, "placement context_tokens"),
             dtype=_text(dtype, "placement dtype"),
             model_config=_text(model_config, "placement model_config"),
+            method=method,
         )
     fields = array(wire, "federation link", 3)[1:]
     if kind is CommandKind.FEDERATION_LINK_ADD:
@@ -159,8 +179,9 @@ def decode_command(data: bytes) -> Command:
     """Strictly decode entry data (see the module docstring); ``RemoteProtocolError``."""
     if not isinstance(data, bytes) or not 1 < len(data) <= COMMAND_BYTES_MAX:
         raise RemoteProtocolError(f"a command is 2 to {COMMAND_BYTES_MAX} bytes")
-    if data[0] != CODEC_VERSION:
-        raise RemoteProtocolError(f"unknown control codec version {data[0]}")
+    version = data[0]
+    if version not in CODEC_VERSIONS:
+        raise RemoteProtocolError(f"unknown control codec version {version}")
     try:
         wire = msgpack.unpackb(
             data[1:],
@@ -176,7 +197,7 @@ def decode_command(data: bytes) -> Command:
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise RemoteProtocolError(f"malformed control command: {exc}") from exc
     try:
-        command = _build(array(wire, "command"))
+        command = _build(array(wire, "command"), version)
     except ValueError as exc:  # a constructor's range check
         raise RemoteProtocolError(f"invalid control command: {exc}") from exc
     if encode_command(command) != data:

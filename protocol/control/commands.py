@@ -24,6 +24,7 @@ import enum
 import re
 from dataclasses import dataclass
 
+from protocol.placement.result import PLACEMENT_METHODS
 from protocol.wire import COUNTER_MAX, NODE_ID_CHARS_MAX
 
 MODEL_ID_CHARS_MAX = 128
@@ -157,6 +158,10 @@ class PlacementEpoch:
     model_config: str = ""
     """The model's ``config.json`` text, so any later leader can re-plan the model
     (empty: not known, the model is only re-planned on request)."""
+    method: str = ""
+    """How the stages were chosen (``protocol.placement.result.PLACEMENT_METHODS``:
+    ``exact`` / ``heuristic`` by the optimiser, ``explicit`` by an operator); empty:
+    not recorded (entries written before codec version 2)."""
 
     def __post_init__(self) -> None:
         check_model_id(self.model_id)
@@ -169,6 +174,10 @@ class PlacementEpoch:
         check_int("context_tokens", self.context_tokens, 0, CONTEXT_TOKENS_MAX)
         check_text("dtype", self.dtype, DTYPE_CHARS_MAX, empty_ok=True)
         check_text("model_config", self.model_config, MODEL_CONFIG_CHARS_MAX, empty_ok=True)
+        if self.method != "" and self.method not in PLACEMENT_METHODS:
+            raise ValueError(
+                f"method must be empty or one of {PLACEMENT_METHODS}, got {self.method!r:.40}"
+            )
 
     @property
     def num_layers(self) -> int:

@@ -14,10 +14,11 @@ from typing import Literal
 
 from protocol.wire import NODE_ID_CHARS_MAX
 
-PlacementMethod = Literal["exact", "heuristic", "previous"]
-"""How a placement was chosen: the exact search, the heuristic, or hysteresis kept
-the previous one."""
-PLACEMENT_METHODS: tuple[PlacementMethod, ...] = ("exact", "heuristic", "previous")
+PlacementMethod = Literal["exact", "heuristic", "previous", "explicit"]
+"""How a placement was chosen: the exact search, the heuristic, hysteresis kept the
+previous one, or an operator gave the stages explicitly (never the optimiser's own
+answer; committed placements record it).  Append only: the names are in the log."""
+PLACEMENT_METHODS: tuple[PlacementMethod, ...] = ("exact", "heuristic", "previous", "explicit")
 STAGES_MAX = 1024
 """More stages than any cluster has devices; bounds a placement from the log."""
 

@@ -110,6 +110,7 @@ def commands(draw: st.DrawFn) -> object:
             context_tokens=draw(st.integers(0, 1 << 24)),
             dtype=draw(st.sampled_from(["", "bf16", "float32"])),
             model_config=draw(st.text(max_size=200)),
+            method=draw(st.sampled_from(["", "exact", "heuristic", "explicit"])),
         )
     link = FederationLink(
         address=f"{draw(names)}:{draw(st.integers(0, 65535))}",
@@ -136,11 +137,37 @@ def test_truncated_or_flipped_commands_never_escape_as_other_errors(command, dat
             decode_command(mangled)
 
 
+def test_placement_codec_versions() -> None:
+    """A placement without a method keeps the version-1 bytes written before version 2
+    existed; one with a method is version 2 and round trips with it."""
+    stage = StageRange(node_id="n", device_index=0, first_layer=0, last_layer_exclusive=2)
+    plain = PlacementEpoch(model_id="m", epoch=1, stages=(stage,))
+    old_bytes = b"\x01" + msgpack.packb([3, "m", 1, [["n", 0, 0, 2, 0]], 0, 0, "", ""])
+    assert encode_command(plain) == old_bytes and decode_command(old_bytes) == plain
+    explicit = PlacementEpoch(model_id="m", epoch=1, stages=(stage,), method="explicit")
+    data = encode_command(explicit)
+    assert data[0] == 2 and decode_command(data).method == "explicit"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="method"):
+        PlacementEpoch(model_id="m", epoch=1, stages=(stage,), method="guess")
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         (b"", "2 to"),
-        (b"\x02" + msgpack.packb([2, 1, ""]), "codec version"),
+        (b"\x03" + msgpack.packb([2, 1, ""]), "codec version"),
+        (b"\x02" + msgpack.packb([2, 1, ""]), "canonical"),  # version 1 expresses it
+        (b"\x02" + msgpack.packb([3, "m", 1, [["n", 0, 0, 1, 0]], 0, 0, "", "", ""]), "canonical"),
+        (b"\x02" + msgpack.packb([3, "m", 1, [["n", 0, 0, 1, 0]], 0, 0, "", ""]), "array of 9"),
+        (
+            b"\x01" + msgpack.packb([3, "m", 1, [["n", 0, 0, 1, 0]], 0, 0, "", "", "exact"]),
+            "array of 8",
+        ),
+        (
+            b"\x02" + msgpack.packb([3, "m", 1, [["n", 0, 0, 1, 0]], 0, 0, "", "", "magic"]),
+            "method",
+        ),
+        (b"\x02" + msgpack.packb([3, "m", 1, [["n", 0, 0, 1, 0]], 0, 0, "", "", 7]), "method"),
         (b"\x01\xc1", "malformed"),
         (b"\x01" + msgpack.packb([9, 1]), "known CommandKind"),
         (b"\x01" + msgpack.packb([True, 1, ""]), "command kind"),

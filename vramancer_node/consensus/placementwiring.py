@@ -16,6 +16,7 @@ import trio
 from protocol.control import CommittedPlacement
 from protocol.placement import Placement, PlacementInfeasible, ProfileError
 from protocol.raft import Role
+from vramancer_node.consensus.explicit import METHOD_EXPLICIT, explicit_epoch, parse_stages
 from vramancer_node.consensus.placing import (
     PlacementRefused,
     PlacementRequestError,
@@ -26,7 +27,12 @@ from vramancer_node.consensus.placing import (
     replan_request,
     to_placement,
 )
-from vramancer_node.consensus.service import ConsensusService, ProposalFailed, ProposalRejected
+from vramancer_node.consensus.service import (
+    PROPOSER_ROLE,
+    ConsensusService,
+    ProposalFailed,
+    ProposalRejected,
+)
 from vramancer_node.consensus.transport import Requester, RequestFailed
 from vramancer_node.logs import get_logger
 from vramancer_node.nodeparts import NodeParts
@@ -88,6 +94,57 @@ class PlacementWiring(NodeParts):
         if view is None:
             raise ProposalFailed(f"the placement of {model_id} vanished")
         return view
+
+    async def propose_explicit_placement_view(
+        self,
+        model_dir: Path,
+        context_tokens: int,
+        dtype: str,
+        stages: object,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Commit ``stages`` (the JSON list of a request body) as the model's next epoch,
+        checked as :mod:`vramancer_node.consensus.explicit` says; the API's view of the
+        committed placement.
+
+        A hand-made placement is a proposal: only a member whose certificate holds the
+        ``admin`` role may make one (``PermissionError``), as the leader demands of a
+        forwarded proposal.  Raises :class:`PlacementRequestError` (400),
+        :class:`PlacementRefused` (409: a stage's node down, its device too small),
+        :class:`ProposalRejected` (another epoch committed first) or
+        :class:`ProposalFailed`.
+        """
+        if self.membership is None or PROPOSER_ROLE not in self.membership.cert.roles:
+            raise PermissionError(
+                f"only a member with the {PROPOSER_ROLE} role may commit explicit stages"
+                " (any member may have the leader plan a placement: omit stages)"
+            )
+        request = read_model(model_dir, context_tokens, dtype)
+        parsed = parse_stages(stages)
+        service = self._require_consensus()
+        epoch = explicit_epoch(
+            request, parsed, control=service.control, up=self._up_records(), force=force
+        )
+        if epoch is not None:
+            applied = await service.submit(epoch)
+            log.info(
+                "explicit placement committed",
+                extra={"model": epoch.model_id, "epoch": epoch.epoch, "log_index": applied.index},
+            )
+        view = self.placement_view_of(request.model_id)
+        if view is None:
+            raise ProposalFailed(f"the placement of {request.model_id} vanished")
+        return view
+
+    def _up_records(self) -> dict[str, Any]:
+        """Gossiped records of the members that are up (alive or suspect), by node id."""
+        if self.gossip is None:
+            return {}
+        return {
+            m.record.node_id: m.record
+            for m in self.gossip.core.members()
+            if m.state.name in UP_STATES
+        }
 
     def plan_placement_view(
         self, model_dir: Path, context_tokens: int, dtype: str
@@ -191,9 +248,9 @@ class PlacementWiring(NodeParts):
         ]
 
     async def _replan_loop(self) -> None:
-        """Leader: re-plan every model whose stage's node is down, and every model when
-        the set of members that are up changes (hysteresis keeps a running placement
-        unless the new one is clearly faster)."""
+        """Leader: re-plan every model whose stage's node is down, and every model not
+        placed explicitly when the set of members that are up changes (hysteresis
+        keeps a running placement unless the new one is clearly faster)."""
         assert self.consensus is not None
         service = self.consensus
         last_up: frozenset[str] | None = None
@@ -207,7 +264,10 @@ class PlacementWiring(NodeParts):
             changed, last_up = up != last_up, up
             for _, committed in sorted(service.control.placements.items()):
                 stranded = any(s.node_id not in up for s in committed.placement.stages)
-                if changed or stranded:
+                # An operator's explicit stages stay while their nodes are up: only a
+                # stranded stage hands the model back to the optimiser.
+                pinned = committed.placement.method == METHOD_EXPLICIT
+                if stranded or (changed and not pinned):
                     await self._replan(service, committed, failures)
 
     async def _replan(

@@ -43,6 +43,7 @@ from protocol.placement import (
     place,
 )
 from protocol.placement.request import CONTEXT_TOKENS_MAX
+from protocol.placement.result import PLACEMENT_METHODS, PlacementMethod
 
 CONFIG_FILE_NAME = "config.json"
 CONFIG_BYTES_MAX = MODEL_CONFIG_CHARS_MAX
@@ -55,8 +56,9 @@ class PlacementRequestError(ValueError):
 
 
 class PlacementRefused(Exception):
-    """The leader could not place the model: it fits nowhere (the optimiser's message,
-    naming the memory shortfall)."""
+    """The placement cannot be committed in the cluster's current state: the model
+    fits nowhere (the optimiser's message, naming the memory shortfall), or an
+    explicit stage's node is down or its device too small (``explicit.py``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +182,17 @@ def to_placement(epoch: PlacementEpoch) -> Placement:
             for s in epoch.stages
         ),
         decode_s_per_token=epoch.decode_ns_per_token / NANOSECONDS_PER_SECOND,
+        method=_method(epoch.method),
     )
+
+
+def _method(recorded: str) -> PlacementMethod:
+    """The method of a committed epoch; one committed before methods were recorded
+    came from the optimiser."""
+    for method in PLACEMENT_METHODS:
+        if method == recorded:
+            return method
+    return "exact"
 
 
 def plan_epoch(
@@ -225,6 +237,7 @@ def plan_epoch(
         context_tokens=request.context_tokens,
         dtype=request.dtype,
         model_config=request.config_json,
+        method=placement.method,
     )
 
 
@@ -257,6 +270,7 @@ def placement_view(committed: CommittedPlacement, names: Mapping[str, str]) -> d
         "model": epoch.model_id,
         "epoch": epoch.epoch,
         "log_index": committed.index,
+        "method": epoch.method or None,
         "num_layers": epoch.num_layers,
         "context_tokens": epoch.context_tokens or None,
         "dtype": epoch.dtype or None,

@@ -9,7 +9,16 @@ Endpoints
                             "dtype": str}``: plan on the leader and commit the next
                             epoch (``vramancer.consensus.placement.v1``); 400 bad request,
                             409 the model fits nowhere (the optimiser's shortfall
-                            message), 503 no commit in time
+                            message), 503 no commit in time.
+                            With ``"stages": [{node_id, device_index, first_layer,
+                            last_layer_exclusive}, ...]`` (pipeline order) and optionally
+                            ``"force": true``: commit those stages instead of planning
+                            (method ``explicit``, admins only: 403), checked as
+                            :mod:`vramancer_node.consensus.explicit` says: 400 malformed,
+                            not a contiguous cover of the layers, a device twice, not a
+                            member; 409 a node down or draining, no such device, a stage
+                            that does not fit its device (the shortfall; ``force``
+                            commits it anyway), another epoch committed first
 ``POST /v1/placement/plan`` the same body: what the leader would commit now, planned
                             on this node's view, nothing proposed
                             (``vramancer.consensus.placement_plan.v1``, with
@@ -59,6 +68,12 @@ async def _placement_request(request: Request) -> tuple[Path, int, str] | JSONRe
     body = await _json_object(request)
     if isinstance(body, JSONResponse):
         return body
+    if "stages" in body or "force" in body:
+        return _error(400, "a plan takes no stages: POST them to /v1/placement")
+    return _placement_fields(body)
+
+
+def _placement_fields(body: dict[str, Any]) -> tuple[Path, int, str] | JSONResponse:
     model = body.get("model")
     context = body.get("context_tokens", CONTEXT_TOKENS_DEFAULT)
     dtype = body.get("dtype", DTYPE_DEFAULT)
@@ -100,11 +115,24 @@ def consensus_routes(node: Any) -> list[Route]:
         return JSONResponse(_body("vramancer.consensus.placement_plan.v1", view))
 
     async def propose_placement(request: Request) -> Response:
-        parsed = await _placement_request(request)
+        body = await _json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
+        parsed = _placement_fields(body)
         if isinstance(parsed, JSONResponse):
             return parsed
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            return _error(400, "force must be true or false")
+        if force and "stages" not in body:
+            return _error(400, "force applies to explicit stages only")
         try:
-            view = await node.propose_placement_view(*parsed)
+            if "stages" in body:
+                view = await node.propose_explicit_placement_view(*parsed, body["stages"], force)
+            else:
+                view = await node.propose_placement_view(*parsed)
+        except PermissionError as exc:
+            return _error(403, str(exc))
         except (PlacementRequestError, ValueError) as exc:
             return _error(400, str(exc))
         except PlacementRefused as exc:

@@ -8,19 +8,27 @@ Theory of operation
    with temporary state directories): the first founds the cluster, the others join
    it with a token the first one makes.  Every node serves the model
    (``--model-dir``).
-3. Wait until the first node sees every member alive, then put in force a placement
-   that spans all nodes (the layers split evenly, epoch 1).
+3. Wait until the first node sees every member alive, then commit a placement that
+   spans all nodes through the Raft log: the layers split evenly over the nodes in
+   order, proposed on the founder as explicit stages (``POST /v1/placement`` with
+   ``stages``; the optimiser would rightly put a tiny model on one node).  The
+   nodes run with ``runtime.placement_source = "consensus"``, so every node drives
+   and serves under the committed epoch; the demo waits until every node has
+   applied it.
 4. Load the stages with a one-token warm-up, then stream the generation from the
-   first node (``POST /v1/generate``) and print the peers and the placement.
+   first node (``POST /v1/generate``) and print the peers and the committed
+   placement (its epoch and log index).
 5. Stop every daemon with SIGTERM and wait for it (SIGKILL after
    :data:`STOP_TIMEOUT_S`); the temporary directories are removed.
 
 ``--json`` prints one object: ``token_ids`` (greedy unless sampling options are
-given), ``timings``, the nodes and the placement.
+given), ``timings``, the nodes, the committed ``placement`` and its
+``placement_epoch``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -37,9 +45,10 @@ import httpx
 import typer
 from rich.console import Console
 
-from cli.apiclient import api_get, api_post, api_request
+from cli.apiclient import api_get, api_post
 from cli.common import JSON_OPTION, fail, print_json, print_table
 from cli.generate import parse_ids, stream_generation
+from cli.placement import even_stages
 from vramancer_node.layout import API_SOCKET_NAME
 
 NODES_DEFAULT = 3
@@ -47,6 +56,12 @@ NODES_MAX = 8
 READY_TIMEOUT_S = 90.0
 """Starting a daemon imports torch; on a loaded machine that takes a while."""
 MEMBERS_TIMEOUT_S = 60.0
+PLACEMENT_TIMEOUT_S = 60.0
+"""Every node applies the committed placement within this (it is one log entry)."""
+DEMO_DTYPE = "fp32"
+DEMO_CONTEXT_TOKENS = 2048
+"""``runtime.context_tokens`` of the demo's nodes (at most the model's
+``max_position_embeddings``): the KV cache the placement reserves per stage."""
 STOP_TIMEOUT_S = 20.0
 POLL_INTERVAL_S = 0.1
 TOKEN_RE = re.compile(r"--token (vrm1\.\S+)")
@@ -81,9 +96,12 @@ def demo(
     try:
         model_dir = _model(root, model, say)
         config = root / "node.toml"
-        config.write_text(f"[runtime]\nthreads = {max(0, threads)}\n")
+        config.write_text(
+            f'[runtime]\nthreads = {max(0, threads)}\ndtype = "{DEMO_DTYPE}"\n'
+            f'context_tokens = {DEMO_CONTEXT_TOKENS}\nplacement_source = "consensus"\n'
+        )
         with local_cluster(root, nodes, model_dir, config, say) as states:
-            result = _run(states, model_dir.name, prompt, max_tokens,
+            result = _run(states, model_dir, prompt, max_tokens,
                           temperature, top_k, top_p, seed, say, json_out)  # fmt: skip
         say("all nodes stopped (SIGTERM)")
     finally:
@@ -208,9 +226,38 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
+def commit_even_placement(states: list[Path], model_dir: Path, say: Any) -> dict[str, Any]:
+    """Commit the layers of ``model_dir`` split evenly over the nodes of ``states`` (in
+    order) through the Raft log, proposed on the first node; return the committed
+    placement (``vramancer.consensus.placement.v1``) once every node applied it."""
+    config = json.loads((model_dir / "config.json").read_text())
+    context = min(DEMO_CONTEXT_TOKENS, int(config.get("max_position_embeddings") or 1 << 24))
+    node_ids = [api_get(state, "/v1/status")["node_id"] for state in states]
+    body = {
+        "model": str(model_dir), "context_tokens": context, "dtype": DEMO_DTYPE,
+        "stages": even_stages(node_ids, int(config["num_hidden_layers"])),
+    }  # fmt: skip
+    placement: dict[str, Any] = api_post(states[0], "/v1/placement", body)
+    say(
+        f"committed placement epoch {placement['epoch']} through Raft (log index "
+        f"{placement['log_index']}): {len(placement['stages'])} stage(s) over the nodes"
+    )
+    deadline = time.monotonic() + PLACEMENT_TIMEOUT_S
+    for number, state in enumerate(states, start=1):
+        while not any(
+            p["model"] == placement["model"] and p["epoch"] >= placement["epoch"]
+            for p in api_get(state, "/v1/placement")["placements"]
+        ):
+            if time.monotonic() > deadline:
+                fail(f"node {number} did not apply the placement within {PLACEMENT_TIMEOUT_S:g} s")
+            time.sleep(POLL_INTERVAL_S)
+    say(f"every node applied epoch {placement['epoch']}")
+    return placement
+
+
 def _run(
     states: list[Path],
-    model_id: str,
+    model_dir: Path,
     prompt: list[int],
     max_tokens: int,
     temperature: float,
@@ -220,13 +267,8 @@ def _run(
     say: Any,
     json_out: bool,
 ) -> dict[str, Any]:
-    driver = states[0]
-    node_ids = [api_get(state, "/v1/status")["node_id"] for state in states]
-    placement = api_request(
-        driver, "PUT", f"/v1/pipeline/placements/{model_id}",
-        {"strategy": "even", "nodes": node_ids, "epoch": 1},
-    )  # fmt: skip
-    say(f"placement epoch {placement['epoch']}: {len(placement['stages'])} stage(s) over the nodes")
+    driver, model_id = states[0], model_dir.name
+    placement = commit_even_placement(states, model_dir, say)
     say("loading the stages (a one-token warm-up)")
     warm = {"model": model_id, "prompt_ids": prompt[:1], "max_tokens": 1}
     for _ in stream_generation(driver, warm):
@@ -238,6 +280,8 @@ def _run(
     }  # fmt: skip
     done: dict[str, Any] = {}
     for event in stream_generation(driver, body):
+        if event["event"] == "start" and event.get("epoch") != placement["epoch"]:
+            fail(f"the generation ran under epoch {event.get('epoch')}, not the committed one")
         if event["event"] == "token" and not json_out:
             sys.stdout.write(f"{event['token_id']} ")
             sys.stdout.flush()
@@ -255,11 +299,15 @@ def _run(
         print_table(
             ("STAGE", "NODE", "NAME", "LAYERS", "EPOCH"),
             [
-                [i, s["node_id"][:12], names.get(s["node_id"]),
+                [i, s["node_id"][:12], s.get("node_name") or names.get(s["node_id"]),
                  f"{s['first_layer']}-{s['last_layer_exclusive'] - 1}", placement["epoch"]]
                 for i, s in enumerate(placement["stages"])
             ],
         )  # fmt: skip
+        say(
+            f"placement committed through Raft: epoch {placement['epoch']}, log index "
+            f"{placement['log_index']}, method {placement.get('method')}"
+        )
         timings = done.get("timings", {})
         say(
             f"first token {timings.get('time_to_first_token_s', 0):.3f} s, decode "
@@ -275,4 +323,5 @@ def _run(
         "timings": done.get("timings", {}),
         "nodes": [{"node_id": m["node_id"], "name": m.get("name")} for m in members],
         "placement": placement,
+        "placement_epoch": placement["epoch"],
     }

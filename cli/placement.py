@@ -5,10 +5,18 @@ Both talk to the local node through its API (``/v1/placement``,
 ``/v1/revocations``); the node forwards to the Raft leader when it does not lead.
 A model that fits nowhere is refused with the optimiser's message, which names the
 memory shortfall (exit 1).
+
+``propose --stages NODE:FIRST-LAST,...`` (layers inclusive, as the table shows them;
+``NODE`` a node id, a unique prefix of one, or a member's name, optionally
+``NODE/DEVICE``) or ``--split even`` (the layers split evenly over the live members,
+this node first) commits those stages instead of the optimiser's plan (admins only;
+``--force`` commits a stage that does not fit its device's free memory).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,8 @@ __all__ = ["placement_app", "revoke"]
 PLACEMENT_COLUMNS = ("MODEL", "EPOCH", "STAGE", "NODE", "DEVICE", "LAYERS", "MEMORY")
 CONTEXT_TOKENS_DEFAULT = 4096
 DTYPE_DEFAULT = "bf16"
+SPLITS = ("even",)
+UP_STATUSES = ("alive", "suspect")
 
 placement_app = typer.Typer(
     help="Which node runs which layers: the placements committed by consensus.",
@@ -90,6 +100,93 @@ def show(
         print_table(PLACEMENT_COLUMNS, _rows(body["placements"]))
 
 
+def even_stages(node_ids: Sequence[str], num_layers: int) -> list[dict[str, Any]]:
+    """``num_layers`` split over ``node_ids`` in order (the first ones take one more;
+    at most one stage per layer), as the ``stages`` of ``POST /v1/placement``."""
+    if not node_ids or num_layers < 1:
+        raise ValueError("an even split needs at least one node and one layer")
+    nodes = list(node_ids)[:num_layers]
+    base, extra = divmod(num_layers, len(nodes))
+    stages, first = [], 0
+    for position, node_id in enumerate(nodes):
+        last = first + base + (1 if position < extra else 0)
+        stages.append(
+            {"node_id": node_id, "device_index": 0, "first_layer": first,
+             "last_layer_exclusive": last}
+        )  # fmt: skip
+        first = last
+    return stages
+
+
+def parse_stage_spec(text: str) -> list[tuple[str, int, int, int]]:
+    """``NODE[/DEVICE]:FIRST-LAST,...`` (layers inclusive) as ``(node, device, first,
+    last_exclusive)``; ValueError naming the bad item."""
+    items = []
+    for item in (part.strip() for part in text.split(",")):
+        node, sep, layers = item.rpartition(":")
+        first, dash, last = layers.partition("-")
+        node, slash, device = node.partition("/")
+        try:
+            numbers = (int(device) if slash else 0, int(first), int(last))
+        except ValueError:
+            numbers = None
+        if not (sep and dash and node) or numbers is None or min(numbers) < 0:
+            raise ValueError(f"{item!r} is not NODE[/DEVICE]:FIRST-LAST (layers inclusive)")
+        if numbers[2] < numbers[1]:
+            raise ValueError(f"{item!r}: the last layer comes before the first")
+        items.append((node, numbers[0], numbers[1], numbers[2] + 1))
+    return items
+
+
+def resolve_node(name: str, members: Sequence[dict[str, Any]]) -> str:
+    """The node id ``name`` means: a node id, a member's name, or a unique id prefix."""
+    for member in members:
+        if name in (member["node_id"], member.get("name")):
+            return str(member["node_id"])
+    matches = [m["node_id"] for m in members if m["node_id"].startswith(name)]
+    if len(matches) != 1:
+        known = ", ".join(sorted(str(m.get("name") or m["node_id"]) for m in members))
+        problem = "matches several members" if matches else "is not a member this node knows"
+        raise ValueError(f"{name!r} {problem} (members: {known})")
+    return str(matches[0])
+
+
+def _num_layers(model: Path) -> int:
+    path = model if model.name == "config.json" else model / "config.json"
+    try:
+        layers = json.loads(path.read_text()).get("num_hidden_layers")
+    except (OSError, ValueError, AttributeError) as exc:
+        fail(f"cannot read num_hidden_layers from {path}: {exc}")
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        fail(f"{path}: num_hidden_layers must be a positive integer")
+    return layers
+
+
+def explicit_stages(
+    state_dir: Path, model: Path, stages: str | None, split: str | None
+) -> list[dict[str, Any]] | None:
+    """The ``stages`` of the request body for ``--stages`` / ``--split`` (None: plan)."""
+    if stages is None and split is None:
+        return None
+    if stages is not None and split is not None:
+        fail("give --stages or --split, not both")
+    members = api_get(state_dir, "/v1/cluster/peers")["members"]
+    if split is not None:
+        if split not in SPLITS:
+            fail(f"--split must be one of {', '.join(SPLITS)}")
+        live = [m["node_id"] for m in members if m["status"] in UP_STATUSES]
+        return even_stages(live, _num_layers(model))
+    assert stages is not None
+    try:
+        return [
+            {"node_id": resolve_node(node, members), "device_index": device,
+             "first_layer": first, "last_layer_exclusive": last}
+            for node, device, first, last in parse_stage_spec(stages)
+        ]  # fmt: skip
+    except ValueError as exc:
+        fail(f"--stages: {exc}")
+
+
 @placement_app.command("propose")
 def propose(
     ctx: typer.Context,
@@ -100,21 +197,42 @@ def propose(
         CONTEXT_TOKENS_DEFAULT, "--context", min=1, help="Tokens of KV cache to reserve."
     ),
     dtype: str = typer.Option(DTYPE_DEFAULT, "--dtype", help="bf16, fp16, fp32 or auto."),
+    stages: str | None = typer.Option(
+        None,
+        "--stages",
+        help="Commit these stages instead of planning: NODE[/DEVICE]:FIRST-LAST,... in "
+        "pipeline order, layers inclusive; NODE a node id, unique id prefix or name.",
+    ),
+    split: str | None = typer.Option(
+        None, "--split", help="Commit an 'even' split over the live members (this node first)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="With --stages/--split: commit even if a stage does not fit."
+    ),
     state_dir: Path | None = STATE_DIR_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Plan MODEL on the live members and commit it as the model's next epoch."""
-    body = api_post(
-        _state_dir(ctx, state_dir),
-        "/v1/placement",
-        {"model": str(model.resolve()), "context_tokens": context, "dtype": dtype},
-    )
+    """Plan MODEL on the live members (or take --stages / --split) and commit it as the
+    model's next epoch."""
+    directory = _state_dir(ctx, state_dir)
+    request: dict[str, Any] = {
+        "model": str(model.resolve()), "context_tokens": context, "dtype": dtype,
+    }  # fmt: skip
+    explicit = explicit_stages(directory, model, stages, split)
+    if explicit is not None:
+        request["stages"] = explicit
+        if force:
+            request["force"] = True
+    elif force:
+        fail("--force applies to --stages or --split only")
+    body = api_post(directory, "/v1/placement", request)
     if json_out:
         print_json(body)
         return
     tokens_per_s = body.get("tokens_per_s")
     typer.echo(
         f"committed {body['model']} epoch {body['epoch']}"
+        + (f" ({body['method']})" if body.get("method") else "")
         + (f" (predicted {tokens_per_s:.1f} tokens/s)" if tokens_per_s else "")
     )
     print_table(PLACEMENT_COLUMNS, _rows([body]))

@@ -1,5 +1,6 @@
-"""`vramancer-node demo --json`: a real local cluster, a generation through it, and a
-clean stop; its greedy token ids equal the single-process run on the same checkpoint."""
+"""`vramancer-node demo --json`: a real local cluster, a placement committed through
+Raft that spans every node, a generation through it, and a clean stop; its greedy
+token ids equal the single-process run on the same checkpoint."""
 
 from __future__ import annotations
 
@@ -25,7 +26,16 @@ def test_demo_json_prints_the_single_process_tokens(state_dir: Path) -> None:
     assert len(set(expected)) > 2
     assert document["token_ids"] == expected
     assert document["timings"]["time_to_first_token_s"] > 0
-    stages = document["placement"]["stages"]
+    placement = document["placement"]
+    stages = placement["stages"]
     assert len(stages) == 2 and {s["node_id"] for s in stages} == {
         n["node_id"] for n in document["nodes"]
     }
+    # Committed through the log (not a node-local placement), and the generation ran
+    # under that epoch.
+    assert document["placement_epoch"] == placement["epoch"] >= 1
+    assert placement["method"] == "explicit" and placement["log_index"] >= 1
+    assert placement["schema"] == "vramancer.consensus.placement.v1"
+    assert [(s["first_layer"], s["last_layer_exclusive"]) for s in stages] == [
+        (0, layers - layers // 2), (layers - layers // 2, layers),
+    ]  # fmt: skip

@@ -70,6 +70,7 @@ from protocol.membership import (
 from protocol.session import SERVICE_GOSSIP
 from vramancer_node.config import parse_hostport
 from vramancer_node.logs import get_logger
+from vramancer_node.metrics.histogram import Histogram
 from vramancer_node.net.handshake import AuthenticatedPeer, HandshakeFailed
 from vramancer_node.net.securestream import SecureStream
 from vramancer_node.peering import PeerService
@@ -79,6 +80,8 @@ log = get_logger("membership")
 BULK_KIND_GOSSIP = 1
 """BULK frame kind of a membership message on a gossip session."""
 GOSSIP_MESSAGE_BYTES_MAX = 24 * 1024 * 1024
+PROBE_RTT_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""Probe round trips: loopback (0.5 ms) to a struggling WAN link (1 s)."""
 RELIABLE_SENDS_MAX = 32
 """Concurrent reliable sends; more wait (a bound on sessions opened by gossip)."""
 RELIABLE_REPLIES_MAX = 64
@@ -270,6 +273,8 @@ class MembershipService:
         ``stream_received``...), for metrics."""
         self.member_events: collections.Counter[str] = collections.Counter()
         """Membership events about others by kind (``suspected``, ``dead``...)."""
+        self.probe_rtt = Histogram(PROBE_RTT_BUCKETS_S)
+        """Every probe round trip measured (an ack straight from the target), seconds."""
         self._wake = trio.Event()
         self._reliable_limit = trio.CapacityLimiter(RELIABLE_SENDS_MAX)
         self._given_transport = transport
@@ -413,6 +418,8 @@ class MembershipService:
         self.traffic[f"{direction}_bytes"] += size_bytes
 
     def _log_events(self, events: list[MembershipEvent]) -> None:
+        for sample_s in self.core.drain_rtt_samples():
+            self.probe_rtt.observe(sample_s)
         for event in events:
             self.member_events[_EVENT_NAMES.get(type(event), "other")] += 1
             if isinstance(event, MemberJoined):

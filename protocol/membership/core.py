@@ -223,6 +223,14 @@ class Membership:
             "health_score": self._awareness.score,
         }
 
+    def drain_rtt_samples(self) -> list[float]:
+        """Probe round trips (seconds, acks straight from the target) since the last call.
+
+        For a histogram of probe RTTs; the record publishes only the smoothed averages.
+        At most ``rtt.RTT_SAMPLES_KEPT_MAX`` are kept between calls.
+        """
+        return self._rtt.drain_samples()
+
     def next_deadline_s(self) -> float:
         """When ``tick`` has work next; ``-inf`` before the first input (tick now)."""
         if not self._started:

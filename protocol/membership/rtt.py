@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable
 
 RTT_EWMA_ALPHA = 0.2
@@ -53,6 +54,8 @@ RTT_PUBLISH_NOISE_RATIO = 0.1
 HEALTH_PUBLISH_JUMP = 3
 """A health score that moved by this much is published early; smaller moves wait."""
 MILLISECONDS_PER_SECOND = 1000.0
+RTT_SAMPLES_KEPT_MAX = 1024
+"""Raw samples kept for a caller that drains them (a histogram); older ones drop."""
 MIN_RTT_MS = 0.001
 """Floor of the denominator of a relative change (loopback RTTs round to 0)."""
 RTT_CHANGE_FLOOR_MS = 1.0
@@ -66,7 +69,7 @@ PeerValues = tuple[tuple[str, float], ...]
 class RttTracker:
     """EWMA of the RTT to each peer probed directly."""
 
-    __slots__ = ("_alpha", "_ewma_ms", "_peers_max")
+    __slots__ = ("_alpha", "_ewma_ms", "_peers_max", "_samples", "samples_dropped")
 
     def __init__(
         self, alpha: float = RTT_EWMA_ALPHA, peers_max: int = RTT_PEERS_TRACKED_MAX
@@ -76,10 +79,19 @@ class RttTracker:
         self._alpha = alpha
         self._peers_max = peers_max
         self._ewma_ms: dict[str, float] = {}
+        self._samples: deque[float] = deque(maxlen=RTT_SAMPLES_KEPT_MAX)
+        self.samples_dropped = 0
+        """Samples that fell out of the bounded queue before anyone drained them."""
 
     def observe(self, peer_id: str, sent_s: float, received_s: float) -> float:
-        """Fold one probe round trip into the average; return the new average in ms."""
+        """Fold one probe round trip into the average; return the new average in ms.
+
+        The raw sample (seconds) is also kept for :meth:`drain_samples`.
+        """
         sample_ms = max(0.0, received_s - sent_s) * MILLISECONDS_PER_SECOND
+        if len(self._samples) >= RTT_SAMPLES_KEPT_MAX:
+            self.samples_dropped += 1
+        self._samples.append(sample_ms / MILLISECONDS_PER_SECOND)
         previous_ms = self._ewma_ms.get(peer_id)
         if previous_ms is None:
             if len(self._ewma_ms) >= self._peers_max:
@@ -90,6 +102,14 @@ class RttTracker:
             average_ms = previous_ms + self._alpha * (sample_ms - previous_ms)
         self._ewma_ms[peer_id] = average_ms
         return average_ms
+
+    def drain_samples(self) -> list[float]:
+        """Round trips (seconds) measured since the last call, oldest first."""
+        if not self._samples:
+            return []
+        samples = list(self._samples)
+        self._samples.clear()
+        return samples
 
     def forget(self, peer_id: str) -> None:
         """Drop the average of a peer that is gone."""

@@ -6,6 +6,7 @@ import pytest
 
 from protocol.membership.rtt import (
     RTT_PEERS_PUBLISHED_MAX,
+    RTT_SAMPLES_KEPT_MAX,
     RttTracker,
     publish_due,
 )
@@ -90,3 +91,15 @@ def test_publication_rules(
         )
         is due
     )
+
+
+def test_raw_samples_are_kept_for_a_histogram_and_drained_once() -> None:
+    tracker = RttTracker()
+    tracker.observe("b", 1.0, 1.002)
+    tracker.observe("b", 2.0, 2.004)
+    assert tracker.drain_samples() == pytest.approx([0.002, 0.004])
+    assert tracker.drain_samples() == []
+    for i in range(RTT_SAMPLES_KEPT_MAX + 5):
+        tracker.observe("c", float(i), float(i) + 0.001)
+    assert len(tracker.drain_samples()) == RTT_SAMPLES_KEPT_MAX
+    assert tracker.samples_dropped == 5

@@ -105,6 +105,11 @@ def _membership(node: Node) -> Iterator[Metric]:
         RTT_BUCKETS_S,
         rtt_s,
     )
+    yield f.histogram_family(
+        "membership_probe_rtt_seconds",
+        "Round trip of every acked probe (direct acks only; relayed ones measure a detour).",
+        gossip.probe_rtt,
+    )
     yield f.labelled_counter(
         "membership_datagrams_dropped",
         "Gossip datagrams dropped, by reason (seal: no key opens it; malformed; send_failed).",

@@ -282,8 +282,9 @@ class RuntimeSection:
     placement_source: str = setting(
         "local",
         "Where placements come from: `local` (this node's own, set through the API or"
-        " computed on first use) or `consensus` (committed through Raft, planned by the"
-        " leader).",
+        " computed on first use; for development and tests) or `consensus` (committed"
+        " through Raft, planned by the leader or given as explicit stages by an admin;"
+        " what a cluster runs).",
         choices=PLACEMENT_SOURCES,
     )
 

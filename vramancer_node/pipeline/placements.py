@@ -2,22 +2,25 @@
 
 Theory of operation
 -------------------
-The cluster will agree on placements through Raft (DESIGN.md section 6): the node will
-expose ``committed_placement(model_id)`` and ``propose_placement(...)``.
-:class:`PlacementSource` is that interface; the pipeline code depends on nothing else,
-so switching to the committed placements is one line in
-:mod:`vramancer_node.pipelinewiring` (``self.placements = self``).
+The cluster agrees on placements through Raft (DESIGN.md section 6): the node exposes
+``committed_placement(model_id)`` and ``propose_placement(...)``.
+:class:`PlacementSource` is that interface; the pipeline code depends on nothing else.
+``runtime.placement_source = "consensus"`` uses the committed placements
+(:mod:`vramancer_node.pipeline.committed`; what a cluster and ``vramancer-node demo``
+run).
 
-Until then :class:`LocalPlacementSource` is this node's own book of placements:
+:class:`LocalPlacementSource` (``"local"``, the default) is this node's own book of
+placements, a development and testing source (tests, benchmarks, one driver):
 
-* *explicit*: a placement given as JSON (``PUT /v1/pipeline/placements/{model}``,
-  ``vramancer-node demo``) with its epoch, or else one above every epoch this node
-  has known for the model (its own placements, and the epochs its stages ran);
+* *explicit*: a placement given as JSON (``PUT /v1/pipeline/placements/{model}``)
+  with its epoch, or else one above every epoch this node has known for the model
+  (its own placements, and the epochs its stages ran);
 * *computed*: :func:`protocol.placement.place` over the gossiped member records,
   epoch 1 for a model's first placement (numbered like an explicit one after that);
 * *even*: the layers split as evenly as possible over given nodes, in the given order
-  (the demo and tests, where every node is the same CPU and the optimiser would
-  rightly put a tiny model on one node).
+  (tests and benchmarks, where every node is the same CPU and the optimiser would
+  rightly put a tiny model on one node; through consensus the same split is
+  ``vramancer placement propose --split even``).
 
 The driver sends the placement it uses with every session open, so stage nodes need
 no book of their own: they fence on epochs (see :mod:`vramancer_node.pipeline.host`).

@@ -9,6 +9,7 @@ control state, placement through the log.
 ``voting``     :class:`VoterManager`: the leader keeps voters and learners in line
                with the members (autopilot)
 ``placing``    placement requests, ``plan_epoch`` on the leader, views
+``explicit``   stages an admin names, checked like the optimiser's, as an epoch
 ``placementwiring``  the ``Node`` mixin: propose, plan, re-plan, show placements
 ``records``    the audit record of each committed command
 ``routes``     ``/v1/placement``, ``/v1/revocations``, ``/v1/consensus``
@@ -28,6 +29,10 @@ and mixed into ``Node``:
     ``PlacementRefused`` (fits nowhere; the message names the shortfall),
     ``ProposalRejected`` (another epoch of the model committed first) or
     ``ProposalFailed`` (no commit in ``consensus.proposal_timeout_s``).
+``await node.propose_explicit_placement_view(model_dir, context_tokens, dtype, stages, force)``
+    Commit ``stages`` (``POST /v1/placement``'s JSON list) as the model's next epoch,
+    method ``explicit`` (admins only: ``PermissionError``); see
+    :mod:`vramancer_node.consensus.explicit` for the checks and their errors.
 ``await node.wait_placement_change()``
     Returns when the next placement epoch of any model is applied on this node
     (``node.consensus.placement_changed`` is a ``trio.Event`` replaced on each one).

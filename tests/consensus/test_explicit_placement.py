@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cli.placement import even_stages, parse_stage_spec, resolve_node
 from protocol.control import ControlState, Revoke, decode_command, encode_command
 from protocol.membership import DeviceInfo, MemberRecord
 from tests.consensus.test_control_state import Log, admission
@@ -158,3 +159,26 @@ def test_a_stage_too_big_for_its_device_is_refused_with_the_shortfall_unless_for
     up[ids[1]] = record(ids[1], free_bytes=None)
     with pytest.raises(StageDoesNotFit, match="does not publish its free memory"):
         epoch_for(log.state, split(ids, 2, 4), up)
+
+
+def test_cli_stage_specs_even_splits_and_node_names() -> None:
+    assert parse_stage_spec("a:0-3, b/1:4-5") == [("a", 0, 0, 4), ("b", 1, 4, 6)]
+    for bad in ("a:0-", "a:3-1", "0-3", "a:x-3", "a/-1:0-3", ":0-3", "a:0:3"):
+        with pytest.raises(ValueError):
+            parse_stage_spec(bad)
+    assert even_stages(["x", "y", "z"], 7) == [
+        {"node_id": "x", "device_index": 0, "first_layer": 0, "last_layer_exclusive": 3},
+        {"node_id": "y", "device_index": 0, "first_layer": 3, "last_layer_exclusive": 5},
+        {"node_id": "z", "device_index": 0, "first_layer": 5, "last_layer_exclusive": 7},
+    ]
+    assert [s["node_id"] for s in even_stages(["x", "y", "z"], 2)] == ["x", "y"]
+    with pytest.raises(ValueError):
+        even_stages([], 4)
+    members = [{"node_id": "abc123", "name": "gpu"}, {"node_id": "abd456", "name": "pi"}]
+    assert resolve_node("gpu", members) == "abc123"
+    assert resolve_node("abd", members) == "abd456"
+    assert resolve_node("abc123", members) == "abc123"
+    with pytest.raises(ValueError, match="matches several"):
+        resolve_node("ab", members)
+    with pytest.raises(ValueError, match="not a member"):
+        resolve_node("zzz", members)

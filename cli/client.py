@@ -23,6 +23,7 @@ from cli.common import (
     resolve_state_dir,
     run_app,
 )
+from cli.drain import drain
 from cli.generate import generate
 from cli.placement import placement_app, revoke
 from cli.weights import weights_app
@@ -71,6 +72,7 @@ def status(
             ("serial", body.get("serial")),
             ("roles", body.get("roles")),
             ("listening", body.get("listening")),
+            ("draining", body.get("draining")),
             ("consensus", _consensus_line(body.get("consensus"))),
             ("peers", body.get("peers")),
             ("public_key", body.get("public_key")),
@@ -152,7 +154,9 @@ def _peer_row(member: dict[str, Any]) -> list[Any]:
         member["node_id"][:12],
         member.get("name") or "-",
         member.get("address"),
-        member["status"] + (" (self)" if member.get("local") else ""),
+        member["status"]
+        + (",draining" if member.get("draining") else "")
+        + (" (self)" if member.get("local") else ""),
         ",".join(member.get("roles") or []) or "-",
         f"{len(devices)} {kinds}" if devices else "-",
         f"{_bytes(member.get('memory_free_bytes'))} / {_bytes(member.get('memory_total_bytes'))}",
@@ -168,6 +172,7 @@ app.add_typer(placement_app, name="placement")
 app.add_typer(weights_app, name="weights")
 app.command("revoke")(revoke)
 app.command("generate")(generate)
+app.command("drain")(drain)
 
 
 @token_app.command("create")

@@ -21,6 +21,7 @@ Endpoints
 ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``  OpenAI-compatible
 (:mod:`vramancer_node.serving.openai`; no ``schema`` key: OpenAI's shapes).
 ``/v1/weights``, ``/v1/weights/fetch``  weight distribution (:mod:`vramancer_node.weights.routes`).
+``POST /v1/drain``  drain this node or undrain it (:mod:`vramancer_node.drain`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from vramancer_node.audit.routes import audit_routes
 from vramancer_node.clockskew import clock_routes
 from vramancer_node.cluster import TOKEN_TTL_S_DEFAULT, TOKEN_USES_DEFAULT
 from vramancer_node.consensus.routes import consensus_routes
+from vramancer_node.drain import drain_routes
 from vramancer_node.logs import new_trace_id, trace_id_var
 from vramancer_node.metrics.server import metrics_route
 from vramancer_node.pipeline.routes import pipeline_routes
@@ -110,6 +112,7 @@ def create_app(node: Node) -> Starlette:
             *pipeline_routes(node),
             *openai_routes(lambda: PipelineGenerator(node)),
             *weights_routes(node),
+            *drain_routes(node),
             Route("/v1/tokens", create_token, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -49,6 +49,7 @@ from vramancer_node.consensus import ConsensusService
 from vramancer_node.consensuswiring import ConsensusWiring
 from vramancer_node.devices import DeviceMonitor, gossip_records
 from vramancer_node.discovery import Discovery, local_ipv4_addresses
+from vramancer_node.drain import is_draining, read_drain, with_draining
 from vramancer_node.enrolment import Enrolment, token_audit_body
 from vramancer_node.layout import API_SOCKET_NAME
 from vramancer_node.logs import get_logger, new_trace_id, node_id_var, trace_id_var
@@ -173,6 +174,7 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
             "mdns": self.config.discovery.mdns,
             "state_dir": str(self.state_dir),
             "metrics_listening": list(self.metrics_listening),
+            "draining": is_draining(self.gossip, self.state_dir),
         }
 
     def bind_metrics(self) -> None:
@@ -273,6 +275,7 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
             software_version=__version__,
             protocol_version=PROTOCOL_VERSION,
             devices=devices,
+            drain=read_drain(self.state_dir),  # a drained node restarts drained
         )
         timing = MembershipTiming(
             **{f.name: getattr(self.config.membership, f.name) for f in fields(MembershipTiming)}
@@ -321,7 +324,7 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
 
     def peers_view(self) -> list[dict[str, Any]]:
         """Every member as ``vramancer peers`` shows it (schema vramancer.peers.v1)."""
-        return self.gossip.peers_view() if self.gossip is not None else []
+        return with_draining(self.gossip) if self.gossip is not None else []
 
     # -- API ------------------------------------------------------------------
 

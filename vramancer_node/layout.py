@@ -10,3 +10,6 @@ LOCK_FILE_NAME = "node.lock"
 
 API_SOCKET_NAME = "api.sock"
 """Unix socket of the local HTTP API (mode 0600)."""
+
+DRAIN_FILE_NAME = "drain"
+"""The operator's drain flag, JSON (see :mod:`vramancer_node.drain`); absent: not draining."""

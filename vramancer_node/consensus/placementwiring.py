@@ -260,7 +260,7 @@ class PlacementWiring(NodeParts):
             if service.raft.role is not Role.LEADER or self.gossip is None:
                 last_up = None
                 continue
-            up = frozenset(r.node_id for r in self._placement_records())
+            up = frozenset(r.node_id for r in self._placement_records() if not r.drain)
             changed, last_up = up != last_up, up
             for _, committed in sorted(service.control.placements.items()):
                 stranded = any(s.node_id not in up for s in committed.placement.stages)

@@ -8,9 +8,10 @@ memory shortfall (exit 1).
 
 ``propose --stages NODE:FIRST-LAST,...`` (layers inclusive, as the table shows them;
 ``NODE`` a node id, a unique prefix of one, or a member's name, optionally
-``NODE/DEVICE``) or ``--split even`` (the layers split evenly over the live members,
-this node first) commits those stages instead of the optimiser's plan (admins only;
-``--force`` commits a stage that does not fit its device's free memory).
+``NODE/DEVICE``) or ``--split even`` (the layers split evenly over the live members
+that are not draining, this node first) commits those stages instead of the
+optimiser's plan (admins only; ``--force`` commits a stage that does not fit its
+device's free memory).
 """
 
 from __future__ import annotations
@@ -174,7 +175,11 @@ def explicit_stages(
     if split is not None:
         if split not in SPLITS:
             fail(f"--split must be one of {', '.join(SPLITS)}")
-        live = [m["node_id"] for m in members if m["status"] in UP_STATUSES]
+        live = [
+            m["node_id"]
+            for m in members
+            if m["status"] in UP_STATUSES and not m.get("draining", False)
+        ]
         return even_stages(live, _num_layers(model))
     assert stages is not None
     try:
@@ -200,8 +205,9 @@ def propose(
     stages: str | None = typer.Option(
         None,
         "--stages",
-        help="Commit these stages instead of planning: NODE[/DEVICE]:FIRST-LAST,... in "
-        "pipeline order, layers inclusive; NODE a node id, unique id prefix or name.",
+        help="Commit these stages instead of planning: NODE:FIRST-LAST,... in pipeline "
+        "order, layers inclusive (NODE/DEVICE:FIRST-LAST for a device other than 0); "
+        "NODE a node id, unique id prefix or member name.",
     ),
     split: str | None = typer.Option(
         None, "--split", help="Commit an 'even' split over the live members (this node first)."

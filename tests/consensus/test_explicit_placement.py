@@ -9,7 +9,9 @@ import re
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from cli.client import app
 from cli.placement import even_stages, parse_stage_spec, resolve_node
 from protocol.control import ControlState, Revoke, decode_command, encode_command
 from protocol.membership import DeviceInfo, MemberRecord
@@ -182,3 +184,9 @@ def test_cli_stage_specs_even_splits_and_node_names() -> None:
         resolve_node("ab", members)
     with pytest.raises(ValueError, match="not a member"):
         resolve_node("zzz", members)
+
+
+def test_placement_propose_help_renders() -> None:
+    result = CliRunner().invoke(app, ["placement", "propose", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--stages" in result.output and "--split" in result.output

@@ -94,11 +94,43 @@ def show(
     """Show the committed placement of every model (or run a subcommand)."""
     if ctx.invoked_subcommand is not None:
         return
+    _show(ctx, state_dir, json_out)
+
+
+@placement_app.command("show")
+def show_command(
+    ctx: typer.Context,
+    state_dir: Path | None = STATE_DIR_OPTION,
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Show the committed epoch and stages of every model (as `vramancer placement`)."""
+    _show(ctx, state_dir, json_out)
+
+
+def _show(ctx: typer.Context, state_dir: Path | None, json_out: bool) -> None:
     body = api_get(_state_dir(ctx, state_dir), "/v1/placement")
     if json_out:
         print_json(body)
     else:
         print_table(PLACEMENT_COLUMNS, _rows(body["placements"]))
+
+
+MODEL_DIR_ARGUMENT = typer.Argument(
+    None,
+    metavar="MODEL_DIR",
+    help="Checkpoint directory (or its config.json) of the model.",
+    show_default=False,
+)
+MODEL_OPTION = typer.Option(None, "--model", help="The same as MODEL_DIR.", show_default=False)
+
+
+def _model(positional: Path | None, option: Path | None) -> Path:
+    if positional is not None and option is not None and positional != option:
+        fail("give the model once: MODEL_DIR or --model")
+    model = positional if positional is not None else option
+    if model is None:
+        fail("which model? give MODEL_DIR (a checkpoint directory or its config.json)")
+    return model
 
 
 def even_stages(node_ids: Sequence[str], num_layers: int) -> list[dict[str, Any]]:
@@ -192,12 +224,11 @@ def explicit_stages(
         fail(f"--stages: {exc}")
 
 
-@placement_app.command("propose")
+@placement_app.command("apply")
 def propose(
     ctx: typer.Context,
-    model: Path = typer.Option(
-        ..., "--model", help="Checkpoint directory (or its config.json) of the model."
-    ),
+    model_dir: Path | None = MODEL_DIR_ARGUMENT,
+    model_option: Path | None = MODEL_OPTION,
     context: int = typer.Option(
         CONTEXT_TOKENS_DEFAULT, "--context", min=1, help="Tokens of KV cache to reserve."
     ),
@@ -218,8 +249,8 @@ def propose(
     state_dir: Path | None = STATE_DIR_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Plan MODEL on the live members (or take --stages / --split) and commit it as the
-    model's next epoch."""
+    """Plan MODEL_DIR (or take --stages / --split) and commit it as its next epoch."""
+    model = _model(model_dir, model_option)
     directory = _state_dir(ctx, state_dir)
     request: dict[str, Any] = {
         "model": str(model.resolve()), "context_tokens": context, "dtype": dtype,
@@ -247,9 +278,8 @@ def propose(
 @placement_app.command("plan")
 def plan(
     ctx: typer.Context,
-    model: Path = typer.Option(
-        ..., "--model", help="Checkpoint directory (or its config.json) of the model."
-    ),
+    model_dir: Path | None = MODEL_DIR_ARGUMENT,
+    model_option: Path | None = MODEL_OPTION,
     context: int = typer.Option(
         CONTEXT_TOKENS_DEFAULT, "--context", min=1, help="Tokens of KV cache to reserve."
     ),
@@ -257,7 +287,8 @@ def plan(
     state_dir: Path | None = STATE_DIR_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Preview the placement of MODEL on the live members; commits nothing."""
+    """Preview the placement of MODEL_DIR on the live members; commits nothing."""
+    model = _model(model_dir, model_option)
     body = api_post(
         _state_dir(ctx, state_dir),
         "/v1/placement/plan",
@@ -274,6 +305,9 @@ def plan(
         + (f" (predicted {tokens_per_s:.1f} tokens/s)" if tokens_per_s else "")
     )
     print_table(PLACEMENT_COLUMNS, _rows([body]))
+
+
+placement_app.command("propose", help="The same as `apply`.")(propose)
 
 
 def revoke(

@@ -141,7 +141,7 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
     # A preview plans without committing anything.
     tiny = model_dir(cluster.root, "tiny-llama", TINY_LLAMA)
     preview = cli_json(
-        cluster.root / follower, "placement", "plan", "--model", str(tiny),
+        cluster.root / follower, "placement", "plan", str(tiny),
         "--context", "256", "--dtype", "fp32",
     )  # fmt: skip
     assert preview["changes"] is True and preview["epoch"] == 1 and preview["log_index"] == 0
@@ -149,7 +149,7 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
 
     # A placement proposed on a follower is planned by the leader and committed.
     proposed = cli_json(
-        cluster.root / follower, "placement", "propose", "--model", str(tiny),
+        cluster.root / follower, "placement", "apply", str(tiny),
         "--context", "256", "--dtype", "fp32",
     )  # fmt: skip
     assert proposed["model"] == "tiny-llama" and proposed["epoch"] == 1
@@ -217,6 +217,8 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
     current = cluster.placements(survivors[0])
     if not held:
         assert current == [proposed]
+    shown_after = cli_json(cluster.root / survivors[0], "placement", "show")
+    assert shown_after["placements"] == current  # `placement show` after the leader died
 
     # Restart it: its log is reloaded before it reports ready.
     cluster.start(leader, "--peer", cluster.address[survivors[0]])

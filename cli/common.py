@@ -74,6 +74,15 @@ def resolve_state_dir(state_dir: Path | None) -> Path:
     return state_dir if state_dir is not None else default_state_dir()
 
 
+def command_state_dir(ctx: typer.Context, local: Path | None) -> Path:
+    """A subcommand's ``--state-dir``, else the one given to ``vramancer`` itself (the
+    root app keeps it in the context), else the default."""
+    if local is not None:
+        return local
+    root = ctx.find_root().obj
+    return root if isinstance(root, Path) else resolve_state_dir(None)
+
+
 def fail(message: str) -> NoReturn:
     """Report ``message`` on stderr as one line and exit 1."""
     raise CliError(message)

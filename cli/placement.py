@@ -27,11 +27,11 @@ from cli.apiclient import api_get, api_post
 from cli.common import (
     JSON_OPTION,
     STATE_DIR_OPTION,
+    command_state_dir,
     fail,
     print_fields,
     print_json,
     print_table,
-    resolve_state_dir,
 )
 
 __all__ = ["placement_app", "revoke"]
@@ -46,13 +46,6 @@ placement_app = typer.Typer(
     help="Which node runs which layers: the placements committed by consensus.",
     invoke_without_command=True,
 )
-
-
-def _state_dir(ctx: typer.Context, local: Path | None) -> Path:
-    if local is not None:
-        return local
-    parent = ctx.find_root().obj
-    return parent if isinstance(parent, Path) else resolve_state_dir(None)
 
 
 def _memory(value: int | None) -> str:
@@ -108,7 +101,7 @@ def show_command(
 
 
 def _show(ctx: typer.Context, state_dir: Path | None, json_out: bool) -> None:
-    body = api_get(_state_dir(ctx, state_dir), "/v1/placement")
+    body = api_get(command_state_dir(ctx, state_dir), "/v1/placement")
     if json_out:
         print_json(body)
     else:
@@ -251,7 +244,7 @@ def propose(
 ) -> None:
     """Plan MODEL_DIR (or take --stages / --split) and commit it as its next epoch."""
     model = _model(model_dir, model_option)
-    directory = _state_dir(ctx, state_dir)
+    directory = command_state_dir(ctx, state_dir)
     request: dict[str, Any] = {
         "model": str(model.resolve()), "context_tokens": context, "dtype": dtype,
     }  # fmt: skip
@@ -290,7 +283,7 @@ def plan(
     """Preview the placement of MODEL_DIR on the live members; commits nothing."""
     model = _model(model_dir, model_option)
     body = api_post(
-        _state_dir(ctx, state_dir),
+        command_state_dir(ctx, state_dir),
         "/v1/placement/plan",
         {"model": str(model.resolve()), "context_tokens": context, "dtype": dtype},
     )
@@ -321,7 +314,7 @@ def revoke(
     if not node_id.strip():
         fail("NODE_ID must not be empty")
     body = api_post(
-        _state_dir(ctx, state_dir), "/v1/revocations", {"node_id": node_id, "reason": reason}
+        command_state_dir(ctx, state_dir), "/v1/revocations", {"node_id": node_id, "reason": reason}
     )
     if json_out:
         print_json(body)

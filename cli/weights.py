@@ -19,10 +19,10 @@ from cli.apiclient import api_get, api_post
 from cli.common import (
     JSON_OPTION,
     STATE_DIR_OPTION,
+    command_state_dir,
     fail,
     print_json,
     print_table,
-    resolve_state_dir,
 )
 
 __all__ = ["weights_app"]
@@ -34,13 +34,6 @@ weights_app = typer.Typer(
     help="Checkpoint files: what this node holds, and fetching from members.",
     invoke_without_command=True,
 )
-
-
-def _state_dir(ctx: typer.Context, local: Path | None) -> Path:
-    if local is not None:
-        return local
-    parent = ctx.find_root().obj
-    return parent if isinstance(parent, Path) else resolve_state_dir(None)
 
 
 def _size(value: int) -> str:
@@ -61,7 +54,7 @@ def show(
     """List the models this node holds (configured or fetched) and their manifests."""
     if ctx.invoked_subcommand is not None:
         return
-    body = api_get(_state_dir(ctx, state_dir), "/v1/weights")
+    body = api_get(command_state_dir(ctx, state_dir), "/v1/weights")
     if json_out:
         print_json(body)
         return
@@ -98,7 +91,7 @@ def fetch(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Fetch MODEL's missing files from members: verified, resumable."""
-    directory = _state_dir(ctx, state_dir)
+    directory = command_state_dir(ctx, state_dir)
     request: dict[str, Any] = {"model": model, "wait": False}
     if files:
         request["files"] = files

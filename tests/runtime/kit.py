@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from vramancer_node.runtime.randomckpt import checkpoint_shapes
+
 WEIGHT_STD = 0.5
 """Large enough that greedy tokens vary from step to step on a random model."""
 
@@ -32,39 +34,6 @@ def tiny_config(model_type: str = "llama", **overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
-
-
-def checkpoint_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Every tensor of the checkpoint ``config`` describes, with its shape."""
-    hidden, inner = config["hidden_size"], config["intermediate_size"]
-    heads = config["num_attention_heads"]
-    head_dim = config.get("head_dim") or hidden // heads
-    kv = config.get("num_key_value_heads", heads) * head_dim
-    bias = config["model_type"] == "qwen2" or config.get("attention_bias", False)
-    shapes: dict[str, tuple[int, ...]] = {
-        "model.embed_tokens.weight": (config["vocab_size"], hidden),
-        "model.norm.weight": (hidden,),
-    }
-    if not config.get("tie_word_embeddings"):
-        shapes["lm_head.weight"] = (config["vocab_size"], hidden)
-    for layer in range(config["num_hidden_layers"]):
-        prefix = f"model.layers.{layer}."
-        projections = {
-            "self_attn.q_proj": (heads * head_dim, hidden),
-            "self_attn.k_proj": (kv, hidden),
-            "self_attn.v_proj": (kv, hidden),
-            "self_attn.o_proj": (hidden, heads * head_dim),
-            "mlp.gate_proj": (inner, hidden),
-            "mlp.up_proj": (inner, hidden),
-            "mlp.down_proj": (hidden, inner),
-        }
-        for name, shape in projections.items():
-            shapes[f"{prefix}{name}.weight"] = shape
-            if bias and name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
-                shapes[f"{prefix}{name}.bias"] = (shape[0],)
-        shapes[f"{prefix}input_layernorm.weight"] = (hidden,)
-        shapes[f"{prefix}post_attention_layernorm.weight"] = (hidden,)
-    return shapes
 
 
 def write_checkpoint(

@@ -87,6 +87,7 @@ class AuditWiring(NodeParts):
                         member.record.addresses[0], SERVICE_AUDIT
                     ) as (peer, secure):
                         await self._exchange_checkpoints(peer, secure)
+                    self.cosign_exchanges["ok"] += 1
                 except (
                     HandshakeFailed,
                     RemoteProtocolError,
@@ -95,6 +96,7 @@ class AuditWiring(NodeParts):
                     trio.BrokenResourceError,
                     trio.ClosedResourceError,
                 ) as exc:
+                    self.cosign_exchanges["failed"] += 1
                     log.warning(
                         "checkpoint exchange failed",
                         extra={"peer_node_id": member.record.node_id, "detail": str(exc)},

@@ -18,6 +18,7 @@ States: ``starting`` -> ``running`` -> ``stopping``.
 
 from __future__ import annotations
 
+import collections
 import functools
 import signal
 import socket
@@ -111,6 +112,8 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
         self.audit: AuditService | None = None
         self.devices: DeviceMonitor | None = None
         self._pending_audit: list[tuple[str, dict[str, Any]]] = []
+        self.cosign_exchanges: collections.Counter[str] = collections.Counter()
+        """Checkpoint exchanges with members by result (ok, failed), for metrics."""
         self._joined_via: str | None = None
         self.admin: Admin | None = None
         self.creds = Credentials(

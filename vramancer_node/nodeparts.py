@@ -7,6 +7,7 @@ checker knows that state; only ``Node.__init__`` assigns it.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ class NodeParts:
     _token: str | None
     _announce: Callable[[str], None]
     _pending_audit: list[tuple[str, dict[str, Any]]]
+    cosign_exchanges: collections.Counter[str]
     _joined_via: str | None
     # Methods one mixin provides to another (ConsensusWiring -> Enrolment).
     _commit_admission: Callable[[str, bytes], Awaitable[int]]

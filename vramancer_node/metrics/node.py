@@ -182,6 +182,12 @@ def _audit(node: Node) -> Iterator[Metric]:
         "Whole-log verifications (vramancer audit verify) that found the log damaged.",
         stats.get("verify_failures_total", 0),
     )
+    yield f.labelled_counter(
+        "audit_cosign_exchanges",
+        "Checkpoint exchanges (cosigning) this node opened with members, by result.",
+        "result",
+        {"ok": 0, "failed": 0, **node.cosign_exchanges},
+    )
     yield f.gauge("audit_map_size_bytes", "Size of the LMDB memory map.", stats["map_size_bytes"])
     yield f.gauge(
         "audit_queue_records", "Appends waiting for the next commit.", stats["queue_records"]

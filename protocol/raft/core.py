@@ -86,6 +86,10 @@ class NodeCore:
         """Leader only: what each other member holds."""
         self.votes: dict[str, bool] = {}
         """(Pre-)candidate only: answers received, this node included."""
+        self.elections_started = 0
+        """Elections this node started since it was built (PreVote rounds not counted)."""
+        self.elections_won = 0
+        """Of those, the ones it won (it became leader)."""
         self.transferee: str | None = None
         """Leader only: the voter leadership is being handed to."""
         self.pending_conf_index = 0
@@ -173,9 +177,11 @@ class NodeCore:
         self._transition(trigger)
         self._reset(self.term + 1)
         self.vote = self.id
+        self.elections_started += 1
 
     def become_leader(self) -> None:
         self._transition(Trigger.VOTE_WON)
+        self.elections_won += 1
         self._reset(self.term)
         self.leader_id = self.id
         self._sync_progress()

@@ -28,7 +28,7 @@ from protocol.raft.messages import (
 )
 from protocol.raft.roles import Role
 from protocol.raft.testing import Cluster, KVStateMachine, fast_config
-from tests.raft.helpers import VOTERS_3, VOTERS_5, drain, make_leader, make_node, of_type
+from tests.raft.helpers import VOTERS_3, VOTERS_5, drain, grant, make_leader, make_node, of_type
 
 ELECTION_TICKS = fast_config().election_ticks
 LOST = KVStateMachine.command("k", "lost")
@@ -431,3 +431,16 @@ def test_appended_entries_are_persisted_in_the_same_ready_that_acknowledges_them
     ready = follower.ready()
     [reply] = of_type(list(ready.messages), AppendResponse)
     assert ready.entries and ready.entries[-1].index == reply.index == leader.log.last_index
+
+
+def test_elections_are_counted_without_prevote_rounds() -> None:
+    node = make_node("a")
+    assert (node.elections_started, node.elections_won) == (0, 0)
+    node.start_election(transfer=False)  # PreVote first: no election yet
+    assert node.role is Role.PRE_CANDIDATE and node.elections_started == 0
+    for voter in ("b", "c"):
+        if node.role is Role.PRE_CANDIDATE:
+            grant(node, voter, pre_vote=True)
+    assert node.role is Role.CANDIDATE and node.elections_started == 1
+    grant(node, "b", pre_vote=False)
+    assert node.role is Role.LEADER and (node.elections_started, node.elections_won) == (1, 1)

@@ -450,5 +450,6 @@ class ConsensusService:
                 for model, committed in sorted(self.control.placements.items())
             },
             "rejected": self.control.rejected_total,
+            "elections": {"started": raft.elections_started, "won": raft.elections_won},
             "transport": self.transport.stats(),
         }

@@ -66,6 +66,17 @@ class ConsensusCollector:
             "Leader changes this node saw (sampled at scrapes).",
             self.leader_changes_total,
         )
+        elections = status.get("elections", {})
+        yield f.counter(
+            "consensus_elections",
+            "Elections this node started as a candidate (PreVote rounds not counted).",
+            elections.get("started", 0),
+        )
+        yield f.counter(
+            "consensus_elections_won",
+            "Elections this node won (it became leader).",
+            elections.get("won", 0),
+        )
         yield f.gauge("consensus_commit_index", "Raft commit index.", status["commit_index"])
         yield f.gauge(
             "consensus_applied_index", "Last log index applied here.", status["applied_index"]

@@ -110,7 +110,8 @@ def peers(
     status_filter: str | None = typer.Option(
         None,
         "--status",
-        help="Only members whose status matches this regex (alive|suspect|dead|left).",
+        help="Only members whose status matches this regex (alive|suspect|dead|left, and "
+        "draining for members that asked to be drained, e.g. 'draining' or 'alive$').",
     ),
     state_dir: Path | None = STATE_DIR_OPTION,
     json_out: bool = JSON_OPTION,
@@ -125,7 +126,7 @@ def peers(
     body = api_get(_state_dir(ctx, state_dir), "/v1/cluster/peers")
     members = body["members"]
     if pattern is not None:
-        members = [m for m in members if pattern.search(m["status"])]
+        members = [m for m in members if pattern.search(_status_text(m))]
     if json_out:
         print_json({**body, "members": members})
     else:
@@ -133,6 +134,11 @@ def peers(
     if pattern is not None and not members:
         return EXIT_NO_MATCH
     return EXIT_OK
+
+
+def _status_text(member: dict[str, Any]) -> str:
+    """The STATUS column: ``alive``, or ``alive,draining`` for a member being drained."""
+    return member["status"] + (",draining" if member.get("draining") else "")
 
 
 def _bytes(value: int | None) -> str:
@@ -154,9 +160,7 @@ def _peer_row(member: dict[str, Any]) -> list[Any]:
         member["node_id"][:12],
         member.get("name") or "-",
         member.get("address"),
-        member["status"]
-        + (",draining" if member.get("draining") else "")
-        + (" (self)" if member.get("local") else ""),
+        _status_text(member) + (" (self)" if member.get("local") else ""),
         ",".join(member.get("roles") or []) or "-",
         f"{len(devices)} {kinds}" if devices else "-",
         f"{_bytes(member.get('memory_free_bytes'))} / {_bytes(member.get('memory_total_bytes'))}",

@@ -212,6 +212,8 @@ def test_draining_the_node_of_a_stage_commits_an_epoch_without_it(cluster: Clust
     table = run_cli("vramancer", "--state-dir", str(cluster.root / other), "peers")
     row = next(line for line in table.stdout.splitlines() if holder_id[:12] in line)
     assert "alive,draining" in row, table.stdout
+    only = cli_json(cluster.root / other, "peers", "--status", "draining")["members"]
+    assert [m["node_id"] for m in only] == [holder_id]  # --status filters what STATUS shows
 
     # Draining twice changes nothing; bad requests are 400 and the node keeps serving.
     assert cli_json(cluster.root / holder, "drain")["changed"] is False

@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vramancer_node.atomic import atomic_write
+from vramancer_node.audit import kinds
 from vramancer_node.layout import DRAIN_FILE_NAME
 from vramancer_node.logs import get_logger
 
@@ -153,6 +154,9 @@ def drain_routes(node: Any) -> list[Route]:
             changed = await set_draining(gossip, node.state_dir, flag)
         except OSError as exc:
             return _error(500, f"cannot persist the drain flag in {node.state_dir}: {exc}")
+        if changed and node.audit is not None:
+            body = {"node_id": node.identity.node_id, "draining": flag}
+            await node.audit.append(kinds.DRAIN_CHANGED, body)
         answer = {"node_id": node.identity.node_id, "draining": flag, "changed": changed}
         return JSONResponse({"schema": DRAIN_SCHEMA, **answer})
 

@@ -188,6 +188,9 @@ def test_draining_the_node_of_a_stage_commits_an_epoch_without_it(cluster: Clust
         "schema": "vramancer.drain.v1", "node_id": holder_id, "draining": True, "changed": True,
     }  # fmt: skip
     assert cluster.get(holder, "/v1/status")["draining"] is True
+    audited = cluster.get(holder, "/v1/audit/tail?n=20")["records"]
+    drains = [r["body"] for r in audited if r["kind"] == "drain_changed"]
+    assert drains == [{"node_id": holder_id, "draining": True}]  # the operator's act, logged
 
     def moved_off() -> bool:
         views = [cluster.placements(n) for n in cluster.ids]

@@ -50,6 +50,8 @@ kind                     body
 ``control_rejected``     ``log_index`` (int), ``reason`` (str); optional ``command``
                          (int: the command kind): a committed consensus entry every
                          node's state machine refused
+``drain_changed``        ``node_id`` (str), ``draining`` (bool): an operator drained
+                         this node (or undrained it) through the local API
 =======================  =====================================================
 """
 
@@ -64,6 +66,7 @@ __all__ = [
     "CONFIG_CHANGED",
     "CONTROL_REJECTED",
     "COSIGN_REFUSED",
+    "DRAIN_CHANGED",
     "FEDERATION_CHANGED",
     "FEDERATION_COMMITTED",
     "HANDSHAKE_REFUSED",
@@ -94,6 +97,7 @@ COSIGN_REFUSED = "cosign_refused"
 MEMBER_COMMITTED = "member_committed"
 FEDERATION_COMMITTED = "federation_committed"
 CONTROL_REJECTED = "control_rejected"
+DRAIN_CHANGED = "drain_changed"
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ KINDS: Mapping[str, BodyFields] = {
     MEMBER_COMMITTED: _fields("node_id node_name serial log_index"),
     FEDERATION_COMMITTED: _fields("action address ca_fingerprint log_index"),
     CONTROL_REJECTED: _fields("log_index reason", "command"),
+    DRAIN_CHANGED: _fields("node_id draining"),
 }
 """Every kind and its body fields.  Append only."""
 

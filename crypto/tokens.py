@@ -372,6 +372,16 @@ class TokenRegistry:
         self._records[token_id] = spent
         return spent
 
+    def refund(self, token_id: str) -> TokenRecord | None:
+        """Give back the use :meth:`redeem` spent, when the admission it paid for did not
+        happen after all; ``None`` if the token is gone meanwhile (revoked or pruned)."""
+        record = self._records.get(token_id)
+        if record is None:
+            return None
+        refunded = replace(record, uses_left=min(record.uses_left + 1, TOKEN_USES_MAX))
+        self._records[token_id] = refunded
+        return refunded
+
     def revoke(self, token_id: str) -> TokenRecord:
         """Forget a token now; raises ``UnknownTokenError`` if there is none."""
         record = self._records.pop(token_id, None)

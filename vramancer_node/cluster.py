@@ -262,6 +262,11 @@ class Admin:
         )
         return grant, record.token_id
 
+    def refund(self, token_id: str) -> None:
+        """The admission paid with ``token_id`` was not committed: its use is given back."""
+        if self.tokens.refund(token_id) is not None:
+            self.store.save_tokens(self.tokens)
+
 
 __all__ = [
     "Admin",

@@ -66,8 +66,13 @@ class Enrolment(NodeParts):
         cert = SignedCertificate.decode(grant.certificate).unverified_certificate
         node_id = node_id_from_public_key(peer.identity_pubkey)
         # A node is a member once its admission is committed on the consensus log;
-        # the grant leaves only then (HandshakeFailed otherwise: the joiner retries).
-        log_index = await self._commit_admission(node_id, grant.certificate)
+        # the grant leaves only then (HandshakeFailed otherwise: the joiner retries,
+        # and the token's use is given back so the retry can spend it).
+        try:
+            log_index = await self._commit_admission(node_id, grant.certificate)
+        except BaseException:
+            self.admin.refund(token_id)
+            raise
         log.info(
             "admitted node",
             extra={

@@ -185,6 +185,18 @@ def test_redeem_spends_uses_until_exhausted() -> None:
         registry.redeem(tokens.token_proof(text, H1), H1, NOW + 3)
 
 
+def test_a_refund_gives_back_the_use_of_an_admission_that_did_not_happen() -> None:
+    registry = new_registry()
+    text = create(registry, uses=1)
+    spent = registry.redeem(tokens.token_proof(text, H1), H1, NOW + 1)
+    assert spent.uses_left == 0
+    refunded = registry.refund(spent.token_id)
+    assert refunded is not None and refunded.uses_left == 1
+    assert registry.redeem(tokens.token_proof(text, H2), H2, NOW + 2).uses_left == 0
+    registry.revoke(spent.token_id)
+    assert registry.refund(spent.token_id) is None  # gone meanwhile: nothing to give back
+
+
 def test_redeem_refuses_an_expired_token() -> None:
     registry = new_registry()
     text = create(registry)

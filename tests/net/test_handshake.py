@@ -264,6 +264,23 @@ async def test_a_token_past_its_use_count_is_refused(founder: Founder) -> None:
     assert founder.admin.membership.next_serial == 3  # no serial spent on a refusal
 
 
+async def test_an_admission_that_was_not_committed_gives_its_token_use_back(
+    founder: Founder, tmp_path: Path
+) -> None:
+    # The daemon refunds when the admission entry does not commit (enrolment._admit).
+    token, token_id = founder.token(uses=1)
+    first, _ = await _join(founder, CAROL, token, "carol-box")
+    assert isinstance(first, Admission) and _uses_left(founder, token_id) == 0
+    founder.admin.refund(token_id)
+    assert _uses_left(founder, token_id) == 1
+    ca = founder.store.load_ca()
+    assert ca is not None
+    stored = ClusterStore(tmp_path).load_tokens(ca).get(token_id)
+    assert stored is not None and stored.uses_left == 1  # persisted, not only in memory
+    again, _ = await _join(founder, DAVE, token, "dave-box")
+    assert isinstance(again, Admission)
+
+
 async def test_a_token_past_its_ttl_is_refused(founder: Founder) -> None:
     token, token_id = founder.token(ttl_s=600)
     a, b = await _join(founder, CAROL, token, "carol-box", now=NOW_S + 600)

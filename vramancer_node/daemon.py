@@ -52,6 +52,13 @@ from vramancer_node.devices import DeviceMonitor, gossip_records
 from vramancer_node.discovery import Discovery, local_ipv4_addresses
 from vramancer_node.drain import is_draining, read_drain, with_draining
 from vramancer_node.enrolment import Enrolment, token_audit_body
+from vramancer_node.knownpeers import (
+    SAVE_INTERVAL_S as KNOWN_PEERS_SAVE_INTERVAL_S,
+)
+from vramancer_node.knownpeers import (
+    KnownPeersKeeper,
+    load_known_peers,
+)
 from vramancer_node.layout import API_SOCKET_NAME
 from vramancer_node.logs import get_logger, new_trace_id, node_id_var, trace_id_var
 from vramancer_node.membership import MembershipService
@@ -115,6 +122,7 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
         self.cosign_exchanges: collections.Counter[str] = collections.Counter()
         """Checkpoint exchanges with members by result (ok, failed), for metrics."""
         self._joined_via: str | None = None
+        self._known_peers = KnownPeersKeeper(self.state_dir)
         self.admin: Admin | None = None
         self.creds = Credentials(
             identity=identity,
@@ -223,6 +231,7 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
                 if self.config.discovery.mdns:
                     await services.start(self._run_discovery)
                 services.start_soon(self._cosign_loop)
+                services.start_soon(self._keep_known_peers)
                 self.state = "running"
                 log.info(
                     "node running",
@@ -238,6 +247,7 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
                 log.info("node stopping")
                 self.notifier.stopping("stopping: leaving the cluster")
                 with trio.move_on_after(LEAVE_GRACE_S):
+                    await self._known_peers.save(self._alive_addresses())
                     await self.gossip.leave()
                 services.cancel_scope.cancel()
 
@@ -295,7 +305,27 @@ class Node(Enrolment, AuditWiring, ConsensusWiring, PipelineWiring, WeightsWirin
         )
 
     def _seed_extra(self) -> list[str]:
-        return [self._joined_via] if self._joined_via else []
+        """The address we joined through, then the members alive when we last ran."""
+        own = self.advertised_address()
+        known = [a for a in load_known_peers(self.state_dir) if a != own]
+        return ([self._joined_via] if self._joined_via else []) + known
+
+    def _alive_addresses(self) -> list[str]:
+        """Addresses of the other members alive now, by node id (for the known peers)."""
+        if self.gossip is None:
+            return []
+        return [
+            m.record.addresses[0]
+            for m in sorted(self.gossip.core.members(), key=lambda m: m.record.node_id)
+            if m.state.name == "ALIVE"
+            and m.record.node_id != self.identity.node_id
+            and m.record.addresses
+        ]
+
+    async def _keep_known_peers(self) -> None:
+        while True:
+            await trio.sleep(KNOWN_PEERS_SAVE_INTERVAL_S)
+            await self._known_peers.save(self._alive_addresses())
 
     async def _run_discovery(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

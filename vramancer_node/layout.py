@@ -11,5 +11,8 @@ LOCK_FILE_NAME = "node.lock"
 API_SOCKET_NAME = "api.sock"
 """Unix socket of the local HTTP API (mode 0600)."""
 
+KNOWN_PEERS_FILE_NAME = "known-peers.json"
+"""Members last seen alive, seeds for the next start (see :mod:`vramancer_node.knownpeers`)."""
+
 DRAIN_FILE_NAME = "drain"
 """The operator's drain flag, JSON (see :mod:`vramancer_node.drain`); absent: not draining."""

@@ -9,29 +9,22 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.cluster.kit import cli_json, founding_token, start_local, wait_until
+from tests.cluster.kit import (
+    TINY_LLAMA,
+    Daemons,
+    cli_json,
+    config_only_model,
+    founding_token,
+    wait_until,
+)
 from tests.conftest import run_cli
 
-TINY_LLAMA = {
-    "model_type": "llama",
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 6,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 256,
-    "max_position_embeddings": 512,
-    "torch_dtype": "float32",
-}
 HUGE_LLAMA = {
     **TINY_LLAMA,
     "hidden_size": 16384,
@@ -44,70 +37,18 @@ HUGE_LLAMA = {
 CONVERGE_S = 60
 
 
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: dict[str, subprocess.Popen[str]] = {}
-        self.ids: dict[str, str] = {}
-        self.address: dict[str, str] = {}
-
-    def start(self, name: str, *args: str) -> None:
-        self.procs[name] = start_local(self.root / name, name, *args)
-        status = self.status(name)
-        self.ids[name] = status["node_id"]
-        self.address[name] = status["listening"][0]
-
-    def api(self, name: str, path: str) -> Any:
-        # Polling goes straight to the API socket (a CLI process per poll is slow on a
-        # busy machine); the CLI itself is exercised where a user would run it.
-        transport = httpx.HTTPTransport(uds=str(self.root / name / "api.sock"))
-        with httpx.Client(transport=transport, base_url="http://node", timeout=30) as client:
-            response = client.get(path)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def post(self, name: str, path: str, content: bytes) -> httpx.Response:
-        transport = httpx.HTTPTransport(uds=str(self.root / name / "api.sock"))
-        with httpx.Client(transport=transport, base_url="http://node", timeout=30) as client:
-            return client.post(path, content=content)
-
-    def status(self, name: str) -> dict[str, Any]:
-        return self.api(name, "/v1/status")
-
-    def consensus(self, name: str) -> dict[str, Any]:
-        return self.status(name)["consensus"]
-
-    def placements(self, name: str) -> list[dict[str, Any]]:
-        return self.api(name, "/v1/placement")["placements"]
-
-    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(sig)
-        proc.communicate(timeout=30)
-
-
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
+def cluster() -> Iterator[Daemons]:
     root = Path(tempfile.mkdtemp(prefix="vrmr-", dir="/tmp"))
-    nodes = Cluster(root)
+    nodes = Daemons(root)
     try:
         yield nodes
     finally:
-        for proc in nodes.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in nodes.procs.values():
-            proc.communicate(timeout=30)
+        nodes.stop_all()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def model_dir(root: Path, name: str, config: dict[str, Any]) -> Path:
-    directory = root / name
-    directory.mkdir()
-    (directory / "config.json").write_text(json.dumps(config))
-    return directory
-
-
-def agreed_leader(cluster: Cluster, names: list[str]) -> str | None:
+def agreed_leader(cluster: Daemons, names: list[str]) -> str | None:
     views = [cluster.consensus(n) for n in names]
     leaders = {v["leader"] for v in views}
     if len(leaders) != 1 or None in leaders:
@@ -117,7 +58,7 @@ def agreed_leader(cluster: Cluster, names: list[str]) -> str | None:
     return leader if roles.count("leader") == 1 else None
 
 
-def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluster) -> None:
+def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Daemons) -> None:
     cluster.start("a")
     token = founding_token(cluster.procs["a"])
     for name in ("b", "c"):
@@ -139,7 +80,7 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
     follower = next(n for n in names if n != leader)
 
     # A preview plans without committing anything.
-    tiny = model_dir(cluster.root, "tiny-llama", TINY_LLAMA)
+    tiny = config_only_model(cluster.root, "tiny-llama", TINY_LLAMA)
     preview = cli_json(
         cluster.root / follower, "placement", "plan", str(tiny),
         "--context", "256", "--dtype", "fp32",
@@ -184,7 +125,7 @@ def test_three_daemons_agree_on_members_placement_and_revocation(cluster: Cluste
     assert cluster.api(follower, "/v1/consensus")["schema"] == "vramancer.consensus.v1"
 
     # A model that fits nowhere is refused with the optimiser's shortfall.
-    huge = model_dir(cluster.root, "huge-llama", HUGE_LLAMA)
+    huge = config_only_model(cluster.root, "huge-llama", HUGE_LLAMA)
     refused = run_cli(
         "vramancer", "--state-dir", str(cluster.root / follower), "placement", "propose",
         "--model", str(huge), "--dtype", "bf16",

@@ -7,16 +7,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.cluster.kit import cli_json, founding_token, wait_until
+from tests.cluster.kit import (
+    TINY_LLAMA,
+    Daemons,
+    cli_json,
+    config_only_model,
+    founding_token,
+    wait_until,
+)
 from tests.conftest import run_cli
 from tests.consensus.test_consensus_process import (
     CONVERGE_S,
     HUGE_LLAMA,
-    TINY_LLAMA,
-    Cluster,
     agreed_leader,
     cluster,
-    model_dir,
 )
 
 __all__ = ["cluster"]  # the fixture, re-used
@@ -29,7 +33,7 @@ def layout(placement: dict[str, Any]) -> list[tuple[str, int, int]]:
     ]
 
 
-def test_explicit_stages_are_committed_everywhere_and_bad_ones_refused(cluster: Cluster) -> None:
+def test_explicit_stages_are_committed_everywhere_and_bad_ones_refused(cluster: Daemons) -> None:
     cluster.start("a")
     token = founding_token(cluster.procs["a"])
     cluster.start("b", "--peer", cluster.address["a"], "--token", token)
@@ -43,7 +47,7 @@ def test_explicit_stages_are_committed_everywhere_and_bad_ones_refused(cluster: 
         return alive and members and agreed_leader(cluster, ["a", "b"]) is not None
 
     wait_until(ready, CONVERGE_S, "two committed members, both alive, one leader")
-    tiny = model_dir(cluster.root, "tiny-llama", TINY_LLAMA)
+    tiny = config_only_model(cluster.root, "tiny-llama", TINY_LLAMA)
     common = ("--model", str(tiny), "--context", "256", "--dtype", "fp32")
 
     # Stages named by member name, layers inclusive: committed as epoch 1, "explicit".
@@ -77,7 +81,7 @@ def test_explicit_stages_are_committed_everywhere_and_bad_ones_refused(cluster: 
 
     good = stages((a, 0, 0, 3), (b, 0, 3, LAYERS))
     base = {"model": str(tiny), "context_tokens": 256, "dtype": "fp32"}
-    huge = model_dir(cluster.root, "huge-llama", HUGE_LLAMA)
+    huge = config_only_model(cluster.root, "huge-llama", HUGE_LLAMA)
     huge_split = stages((a, 0, 0, 200), (b, 0, 200, HUGE_LLAMA["num_hidden_layers"]))
     for node, body, code, message in (
         ("a", {**base, "stages": "a:0-5"}, 400, "stages must be a list"),

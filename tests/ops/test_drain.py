@@ -8,19 +8,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from cli.client import _peer_row
-from tests.cluster.kit import cli_json, founding_token, start_local, wait_until
+from tests.cluster.kit import (
+    TINY_LLAMA,
+    Daemons,
+    cli_json,
+    config_only_model,
+    founding_token,
+    wait_until,
+)
 from tests.conftest import run_cli
 from vramancer_node.drain import (
     DrainRequestError,
@@ -32,17 +34,6 @@ from vramancer_node.drain import (
 
 CONVERGE_S = 90
 """Generous: the suite shares two cores with other work."""
-TINY_LLAMA = {
-    "model_type": "llama",
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 6,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 256,
-    "max_position_embeddings": 512,
-    "torch_dtype": "float32",
-}
 
 # -- the flag file and the request ------------------------------------------------
 
@@ -101,49 +92,15 @@ def test_the_peers_table_shows_a_draining_member() -> None:
 # -- three real daemons ----------------------------------------------------------
 
 
-@dataclass
-class Cluster:
-    root: Path
-    procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
-    ids: dict[str, str] = field(default_factory=dict)
-    address: dict[str, str] = field(default_factory=dict)
-
-    def start(self, name: str, *args: str) -> None:
-        self.procs[name] = start_local(self.root / name, name, *args)
-        status = self.api(name, "GET", "/v1/status")[1]
-        self.ids[name] = status["node_id"]
-        self.address[name] = status["listening"][0]
-
-    def stop(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-
-    def api(self, name: str, method: str, path: str, content: bytes = b"") -> tuple[int, Any]:
-        # Polls go straight to the socket (a CLI process per poll is slow on a busy
-        # machine); the CLI is exercised where an operator would run it.
-        transport = httpx.HTTPTransport(uds=str(self.root / name / "api.sock"))
-        with httpx.Client(transport=transport, base_url="http://node", timeout=30) as client:
-            response = client.request(method, path, content=content or None)
-        return response.status_code, response.json()
-
-    def get(self, name: str, path: str) -> Any:
-        code, body = self.api(name, "GET", path)
-        assert code == 200, body
-        return body
-
-    def placements(self, name: str) -> list[dict[str, Any]]:
-        return self.get(name, "/v1/placement")["placements"]
-
-    def draining_as_seen_by(self, viewer: str, node_id: str) -> bool | None:
-        members = self.get(viewer, "/v1/cluster/peers")["members"]
-        return next((m["draining"] for m in members if m["node_id"] == node_id), None)
+def draining_as_seen_by(cluster: Daemons, viewer: str, node_id: str) -> bool | None:
+    members = cluster.api(viewer, "/v1/cluster/peers")["members"]
+    return next((m["draining"] for m in members if m["node_id"] == node_id), None)
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
+def cluster() -> Iterator[Daemons]:
     """Three members, all voting, one leader; stopped and removed at the end."""
-    nodes = Cluster(Path(tempfile.mkdtemp(prefix="vrmdr-", dir="/tmp")))
+    nodes = Daemons(Path(tempfile.mkdtemp(prefix="vrmdr-", dir="/tmp")))
     try:
         nodes.start("a")
         token = founding_token(nodes.procs["a"])
@@ -152,7 +109,7 @@ def cluster() -> Iterator[Cluster]:
         everyone = sorted(nodes.ids.values())
 
         def converged() -> bool:
-            views = [nodes.get(n, "/v1/consensus") for n in nodes.ids]
+            views = [nodes.api(n, "/v1/consensus") for n in nodes.ids]
             leaders = {v["leader"] for v in views}
             return (
                 len(leaders) == 1
@@ -163,17 +120,12 @@ def cluster() -> Iterator[Cluster]:
         wait_until(converged, CONVERGE_S, "three committed voting members and one leader")
         yield nodes
     finally:
-        for proc in nodes.procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in nodes.procs.values():
-            proc.communicate(timeout=30)
+        nodes.stop_all()
         shutil.rmtree(nodes.root, ignore_errors=True)
 
 
-def test_draining_the_node_of_a_stage_commits_an_epoch_without_it(cluster: Cluster) -> None:
-    model = cluster.root / "tiny-llama"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps(TINY_LLAMA))
+def test_draining_the_node_of_a_stage_commits_an_epoch_without_it(cluster: Daemons) -> None:
+    model = config_only_model(cluster.root, "tiny-llama", TINY_LLAMA)
     proposed = cli_json(
         cluster.root / "a", "placement", "propose", "--model", str(model),
         "--context", "256", "--dtype", "fp32",
@@ -181,14 +133,14 @@ def test_draining_the_node_of_a_stage_commits_an_epoch_without_it(cluster: Clust
     holder_id = proposed["stages"][0]["node_id"]
     holder = next(n for n, i in cluster.ids.items() if i == holder_id)
     other = next(n for n in cluster.ids if n != holder)
-    assert cluster.get(holder, "/v1/status")["draining"] is False
+    assert cluster.api(holder, "/v1/status")["draining"] is False
 
     drained = cli_json(cluster.root / holder, "drain")
     assert drained == {
         "schema": "vramancer.drain.v1", "node_id": holder_id, "draining": True, "changed": True,
     }  # fmt: skip
-    assert cluster.get(holder, "/v1/status")["draining"] is True
-    audited = cluster.get(holder, "/v1/audit/tail?n=20")["records"]
+    assert cluster.api(holder, "/v1/status")["draining"] is True
+    audited = cluster.api(holder, "/v1/audit/tail?n=20")["records"]
     drains = [r["body"] for r in audited if r["kind"] == "drain_changed"]
     assert drains == [{"node_id": holder_id, "draining": True}]  # the operator's act, logged
 
@@ -204,7 +156,7 @@ def test_draining_the_node_of_a_stage_commits_an_epoch_without_it(cluster: Clust
 
     # Every member sees it draining; the table says so.
     wait_until(
-        lambda: cluster.draining_as_seen_by(other, holder_id) is True,
+        lambda: draining_as_seen_by(cluster, other, holder_id) is True,
         CONVERGE_S,
         "the drain flag gossiped",
     )
@@ -225,22 +177,23 @@ def test_draining_the_node_of_a_stage_commits_an_epoch_without_it(cluster: Clust
         (b"{not json", "not JSON"),
         (b'{"drain": true, "force": 1}', "unknown field"),
     ):
-        code, body = cluster.api(holder, "POST", "/v1/drain", content)
+        response = cluster.post(holder, "/v1/drain", content)
+        code, body = response.status_code, response.json()
         assert code == 400 and message in body["error"], body
-    assert cluster.get(holder, "/v1/status")["draining"] is True
+    assert cluster.api(holder, "/v1/status")["draining"] is True
 
     # Undrain: the flag clears here and everywhere.
     undrained = cli_json(cluster.root / holder, "drain", "--off")
     assert undrained["draining"] is False and undrained["changed"] is True
-    assert cluster.get(holder, "/v1/status")["draining"] is False
+    assert cluster.api(holder, "/v1/status")["draining"] is False
     wait_until(
-        lambda: cluster.draining_as_seen_by(other, holder_id) is False,
+        lambda: draining_as_seen_by(cluster, other, holder_id) is False,
         CONVERGE_S,
         "the cleared flag gossiped",
     )
 
 
-def test_a_drained_node_restarts_drained_until_undrained(cluster: Cluster) -> None:
+def test_a_drained_node_restarts_drained_until_undrained(cluster: Daemons) -> None:
     name = "c"
     node_id = cluster.ids[name]
     shown = run_cli("vramancer", "--state-dir", str(cluster.root / name), "drain")
@@ -249,10 +202,10 @@ def test_a_drained_node_restarts_drained_until_undrained(cluster: Cluster) -> No
     assert read_drain(cluster.root / name) is True
 
     cluster.start(name, "--peer", cluster.address["a"])
-    assert cluster.get(name, "/v1/status")["draining"] is True
+    assert cluster.api(name, "/v1/status")["draining"] is True
 
     def alive_and_draining() -> bool:
-        members = cluster.get("a", "/v1/cluster/peers")["members"]
+        members = cluster.api("a", "/v1/cluster/peers")["members"]
         seen = next((m for m in members if m["node_id"] == node_id), None)
         return seen is not None and seen["status"] == "alive" and seen["draining"] is True
 
@@ -261,7 +214,7 @@ def test_a_drained_node_restarts_drained_until_undrained(cluster: Cluster) -> No
     cli_json(cluster.root / name, "drain", "--off")
     assert read_drain(cluster.root / name) is False
     wait_until(
-        lambda: cluster.draining_as_seen_by("a", node_id) is False,
+        lambda: draining_as_seen_by(cluster, "a", node_id) is False,
         CONVERGE_S,
         "the restarted node undrained everywhere",
     )

@@ -85,7 +85,11 @@ def test_a_node_restarted_elsewhere_finds_its_cluster_through_known_peers(root: 
         address = cli_json(root / "a", "status")["listening"][0]
         procs["b"] = start_local(root / "b", "b", "--no-mdns", "--peer", address, "--token", token)
         both = {"a": "alive", "b": "alive"}
-        wait_until(lambda: _statuses(root / "a") == both, CONVERGE_S, "a sees b")
+        wait_until(
+            lambda: _statuses(root / "a") == both and _statuses(root / "b") == both,
+            CONVERGE_S,
+            "a and b see each other",
+        )
         first_b = cli_json(root / "b", "status")["listening"][0]
 
         procs["b"].send_signal(signal.SIGTERM)

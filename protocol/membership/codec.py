@@ -40,7 +40,7 @@ and later concatenated into compounds by :func:`encode_compound_parts`, which is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -59,6 +59,7 @@ from protocol.membership.messages import (
     Ping,
     PushPull,
     PushPullEntry,
+    SharedMembers,
     SimpleMessage,
     Suspect,
 )
@@ -123,11 +124,10 @@ def encode_part(message: Message) -> bytes:
                 + _PACKER.pack(message.reply)
                 + _PACKER.pack_array_header(len(message.members))
             )
-            entry_header = _PACKER.pack_array_header(2)
-            return header + b"".join(
-                entry_header + _record_bytes(m.record) + _PACKER.pack(int(m.state))
-                for m in message.members
-            )
+            members = message.members
+            if isinstance(members, SharedMembers):
+                return header + _shared_members_bytes(members)
+            return header + b"".join(_entry_bytes(m) for m in members)
     packed: bytes = msgpack.packb(_to_wire(message), use_bin_type=True)
     return packed
 
@@ -151,6 +151,32 @@ def _record_bytes(record: MemberRecord) -> bytes:
         _record_memo.clear()
     _record_memo[id(record)] = (record, packed)
     return packed
+
+
+def _entry_bytes(entry: PushPullEntry) -> bytes:
+    state: bytes = _PACKER.pack(int(entry.state))
+    return _ENTRY_HEADER + _record_bytes(entry.record) + state
+
+
+_ENTRY_HEADER: bytes = _PACKER.pack_array_header(2)
+_shared_memo: dict[int, tuple[Mapping[str, PushPullEntry], list[bytes], dict[str, int]]] = {}
+
+
+def _shared_members_bytes(members: SharedMembers) -> bytes:
+    """The packed entries of ``members`` in iteration order: the base's entries are
+    packed once per base and copied as a list, so only the changes cost Python work."""
+    base = members.base
+    cached = _shared_memo.get(id(base))
+    if cached is None or cached[0] is not base:
+        packed = [_entry_bytes(entry) for entry in base.values()]
+        cached = (base, packed, {node_id: i for i, node_id in enumerate(base)})
+        _shared_memo.clear()  # one simulated cluster at a time
+        _shared_memo[id(base)] = cached
+    parts = list(cached[1])
+    position = cached[2]
+    for node_id in members.hidden:
+        parts[position[node_id]] = b""
+    return b"".join(_entry_bytes(m) for m in members.changed) + b"".join(parts)
 
 
 def encode_single_part(part: bytes) -> bytes:

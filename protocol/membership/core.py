@@ -287,7 +287,8 @@ class Membership:
         Every record is taken as ALIVE without an event or a broadcast, as if the join
         wave were long over; the push-pull timer and the last publication of the RTT
         view get random phases within their scaled intervals, as in a cluster that has
-        been running for a while.  Call it once,
+        been running for a while; the RTT view in the local record seeds our averages
+        (see ``RttTracker.seed``).  Call it once,
         before any other input.  A :class:`WarmTable` is shared, not copied: build one
         for the whole cluster and hand it to every core (see ``table``).  The local
         record is ours, not the table's.
@@ -297,6 +298,7 @@ class Membership:
         self._advance(now)
         warm = records if isinstance(records, WarmTable) else WarmTable(records, now)
         self._table.seed_warm(warm)
+        self._rtt.seed(self._table.local.rtt_ms)  # our view was measured by us, long ago
         self._order.seed_shared(warm.ids)
         interval_s = push_pull_interval_scaled_s(
             self._timing.push_pull_interval_s, self._table.live_count

@@ -26,6 +26,7 @@ Anti-entropy (always over the secure stream):
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -134,6 +135,42 @@ class PushPullEntry:
     """Liveness as the sender sees it."""
 
 
+class SharedMembers:
+    """A push-pull's members as one shared, converged table seen through the sender's
+    changes: an in-process simulation's warm start (see ``table.WarmTable``).
+
+    It iterates like the tuple it stands for (``changed`` first, then every ``base``
+    entry not ``hidden``) and encodes to the same bytes, but building, encoding and
+    merging it cost O(changes) instead of O(members): a receiver sharing the same
+    ``base`` knows every base entry already.  Never decoded from the wire.
+    """
+
+    __slots__ = ("base", "changed", "hidden")
+
+    def __init__(
+        self,
+        base: Mapping[str, PushPullEntry],
+        changed: tuple[PushPullEntry, ...],
+        hidden: frozenset[str],
+    ) -> None:
+        self.base = base
+        """The shared table (never mutated): every member ALIVE with its first record."""
+        self.changed = changed
+        """The sender's entries that differ from ``base`` or are not in it."""
+        self.hidden = hidden
+        """Ids of ``base`` the sender does not send as they are there (changed, forgotten)."""
+
+    def __len__(self) -> int:
+        return len(self.changed) + len(self.base) - len(self.hidden)
+
+    def __iter__(self) -> Iterator[PushPullEntry]:
+        yield from self.changed
+        hidden = self.hidden
+        for node_id, entry in self.base.items():
+            if node_id not in hidden:
+                yield entry
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PushPull:
     """Full state of the sender (anti-entropy); sent over the secure stream."""
@@ -142,8 +179,8 @@ class PushPull:
     """True on the first exchange of a joining node."""
     reply: bool
     """True when answering a request; replies are not answered again."""
-    members: tuple[PushPullEntry, ...]
-    """Every member the sender knows, itself included."""
+    members: tuple[PushPullEntry, ...] | SharedMembers
+    """Every member the sender knows, itself included (``SharedMembers``: simulations)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -103,6 +103,18 @@ class RttTracker:
         self._ewma_ms[peer_id] = average_ms
         return average_ms
 
+    def seed(self, values: PeerValues) -> None:
+        """Take ``values`` (a published view) as the averages of peers not measured yet.
+
+        For a warm start: the view in a record we published long ago came from our own
+        averages, so the first new sample of such a peer moves its average by
+        ``alpha`` of the difference, as it would have, instead of replacing it (which
+        would look like a large move and re-publish the record for nothing).
+        """
+        for peer_id, ms in values:
+            if peer_id not in self._ewma_ms and len(self._ewma_ms) < self._peers_max:
+                self._ewma_ms[peer_id] = ms
+
     def drain_samples(self) -> list[float]:
         """Round trips (seconds) measured since the last call, oldest first."""
         if not self._samples:

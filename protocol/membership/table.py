@@ -51,7 +51,14 @@ from protocol.membership.events import (
     MemberSuspected,
     MemberUpdated,
 )
-from protocol.membership.messages import Alive, Dead, Message, PushPullEntry, Suspect
+from protocol.membership.messages import (
+    Alive,
+    Dead,
+    Message,
+    PushPullEntry,
+    SharedMembers,
+    Suspect,
+)
 from protocol.membership.record import MemberRecord, bumped
 from protocol.membership.state import LIVE_STATES, Claim, Member, MemberState, next_state
 from protocol.membership.suspicion import (
@@ -81,7 +88,7 @@ class _Entry:
 class WarmTable:
     """A converged member table, shared read-only by warm-started cores (see above)."""
 
-    __slots__ = ("entries", "ids")
+    __slots__ = ("entries", "ids", "push_pull")
 
     def __init__(self, records: Iterable[MemberRecord], now: float) -> None:
         self.entries: dict[str, _Entry] = {}
@@ -92,6 +99,11 @@ class WarmTable:
             raise ValueError(f"a warm table holds at most {MEMBERS_MAX} members")
         self.ids: tuple[str, ...] = tuple(self.entries)
         """Every member id, in the order given."""
+        self.push_pull: dict[str, PushPullEntry] = {
+            node_id: PushPullEntry(record=e.record, state=e.state)
+            for node_id, e in self.entries.items()
+        }
+        """The entries as a push-pull carries them (the base of ``SharedMembers``)."""
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -122,11 +134,14 @@ class MemberTable:
         self._gone: set[str] = set()
         """Tombstones: members of the warm table we have forgotten."""
         self._warm: dict[str, _Entry] = {}
-        """The shared warm table (never mutated here), or empty."""
+        """The shared warm table's entries (never mutated here), or empty."""
+        self._warm_push_pull: dict[str, PushPullEntry] = {}
+        """The same, as push-pull entries (see ``push_pull_entries``)."""
         self._size = 1
         self._live_count = 1
-        self._dead: set[str] = set()
-        """Members DEAD right now (the reconnect timer picks among them)."""
+        self._down: dict[str, MemberState] = {}
+        """Members DEAD or LEFT right now: the reconnect timer picks among the dead, the
+        reaper and eviction look only here (never a scan of the whole table)."""
         self._suspicions: dict[str, Suspicion] = {}
         self._events: deque[MembershipEvent] = deque()
         self.left = False
@@ -144,7 +159,7 @@ class MemberTable:
     @property
     def dead_ids(self) -> Iterable[str]:
         """Members currently DEAD (not LEFT)."""
-        return self._dead
+        return [node_id for node_id, state in self._down.items() if state is MemberState.DEAD]
 
     @property
     def live_count(self) -> int:
@@ -183,8 +198,16 @@ class MemberTable:
             for _, e in sorted(self._items(), key=lambda item: item[0])
         )
 
-    def push_pull_entries(self) -> tuple[PushPullEntry, ...]:
-        return tuple(PushPullEntry(record=e.record, state=e.state) for _, e in self._items())
+    def push_pull_entries(self) -> tuple[PushPullEntry, ...] | SharedMembers:
+        """Every entry, for a push-pull; O(own changes) on a warm-started table."""
+        if not self._warm:
+            return tuple(PushPullEntry(record=e.record, state=e.state) for _, e in self._items())
+        warm = self._warm
+        return SharedMembers(
+            self._warm_push_pull,
+            tuple(PushPullEntry(record=e.record, state=e.state) for e in self._entries.values()),
+            frozenset([node_id for node_id in self._entries if node_id in warm]) | self._gone,
+        )
 
     def next_suspicion_deadline_s(self) -> float | None:
         if not self._suspicions:
@@ -271,6 +294,8 @@ class MemberTable:
 
     def merge_push_pull(self, entries: Iterable[PushPullEntry], now: float) -> None:
         """Merge a peer's full state (memberlist mergeState)."""
+        if isinstance(entries, SharedMembers) and entries.base is self._warm_push_pull:
+            entries = self._news_in(entries)
         for item in entries:
             record = item.record
             known = self._get(record.node_id)
@@ -290,6 +315,19 @@ class MemberTable:
                 # Lifeguard's timer to its minimum without any new evidence.
                 self.suspect(record.node_id, record.incarnation, self.local_id, now, hearsay=True)
 
+    def _news_in(self, shared: SharedMembers) -> list[PushPullEntry]:
+        """What in ``shared`` can change this table, which shares its base: the sender's
+        changes, base entries of members we forgot, and the base's record of us (our
+        local record need not be the base's).  Every other base entry is a no-op here:
+        it is ALIVE at the base's incarnation and version, and whatever we hold for that
+        member descends from it (neither counter ever goes down)."""
+        news = list(shared.changed)
+        hidden, base = shared.hidden, shared.base
+        for node_id in (self.local_id, *self._gone):
+            if node_id in base and node_id not in hidden:
+                news.append(base[node_id])
+        return news
+
     def seed_warm(self, warm: WarmTable) -> None:
         """Read through to ``warm``'s ALIVE members, silently: no event, no broadcast.
 
@@ -299,6 +337,7 @@ class MemberTable:
         if self._size != 1 or self._warm:
             raise ValueError("a warm table can only seed a fresh member table")
         self._warm = warm.entries
+        self._warm_push_pull = warm.push_pull
         others = len(warm.entries) - int(self.local_id in warm.entries)
         self._size += others
         self._live_count += others
@@ -334,10 +373,9 @@ class MemberTable:
         """Forget members dead or left for longer than the retention; return their ids."""
         gone = [
             node_id
-            for node_id, e in self._items()
-            if e.state not in LIVE_STATES
-            and node_id != self.local_id
-            and now - e.state_change_s > DEAD_MEMBER_RETENTION_S
+            for node_id in self._down
+            if node_id != self.local_id
+            and now - self._entries[node_id].state_change_s > DEAD_MEMBER_RETENTION_S
         ]
         for node_id in gone:
             self._forget(node_id)
@@ -395,7 +433,7 @@ class MemberTable:
         self._on_added(record.node_id)
 
     def _evict_one(self) -> bool:
-        gone = [(e.state_change_s, n) for n, e in self._items() if e.state not in LIVE_STATES]
+        gone = [(self._entries[n].state_change_s, n) for n in self._down]
         if not gone:
             return False
         self._forget(min(gone)[1])
@@ -438,10 +476,10 @@ class MemberTable:
         is_live = state in LIVE_STATES
         self._live_count += int(is_live) - int(was_live)
         if entry.state is not state:
-            if entry.state is MemberState.DEAD:
-                self._dead.discard(entry.record.node_id)
-            elif state is MemberState.DEAD:
-                self._dead.add(entry.record.node_id)
+            if is_live:
+                self._down.pop(entry.record.node_id, None)
+            else:
+                self._down[entry.record.node_id] = state
             entry.state = state
             entry.state_change_s = now
 
@@ -477,7 +515,7 @@ class MemberTable:
             return
         if entry.state in LIVE_STATES:
             self._live_count -= 1
-        self._dead.discard(node_id)
+        self._down.pop(node_id, None)
         self._size -= 1
         self._entries.pop(node_id, None)
         if node_id in self._warm:

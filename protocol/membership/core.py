@@ -85,7 +85,13 @@ from protocol.membership.outbox import BROADCAST_PART_BYTES_MAX, Outbox
 from protocol.membership.probe import Prober
 from protocol.membership.probe_order import ProbeOrder
 from protocol.membership.record import MemberRecord, bumped
-from protocol.membership.rtt import RTT_PUBLISH_INTERVAL_S, RttTracker, publish_due
+from protocol.membership.rtt import (
+    HEALTH_PUBLISH_JUMP,
+    RTT_PUBLISH_INTERVAL_MIN_S,
+    RTT_PUBLISH_INTERVAL_S,
+    RttTracker,
+    publish_due,
+)
 from protocol.membership.state import LIVE_STATES, Member, MemberState
 from protocol.membership.table import MemberTable, WarmTable
 from protocol.membership.timing import MembershipTiming, push_pull_interval_scaled_s
@@ -468,14 +474,26 @@ class Membership:
         """Re-publish the local record when RTTs or health moved enough (see ``rtt``)."""
         table = self._table
         local = table.local
+        since_last_publish_s = now - self._last_publish_s
+        if since_last_publish_s < RTT_PUBLISH_INTERVAL_MIN_S:
+            return
+        slow_interval_s = push_pull_interval_scaled_s(RTT_PUBLISH_INTERVAL_S, table.live_count)
+        health = self._awareness.score
+        if (
+            since_last_publish_s < slow_interval_s
+            and local.health is not None
+            and abs(health - local.health) < HEALTH_PUBLISH_JUMP
+            and not self._rtt.moved(local.rtt_ms)
+        ):
+            return  # nothing publish_due could act on before the slow cadence
         candidate = self._rtt.published_view(lambda n: table.state_of(n) in LIVE_STATES)
         if not publish_due(
             published=local.rtt_ms,
             candidate=candidate,
             published_health=local.health,
-            candidate_health=self._awareness.score,
-            since_last_publish_s=now - self._last_publish_s,
-            slow_interval_s=push_pull_interval_scaled_s(RTT_PUBLISH_INTERVAL_S, table.live_count),
+            candidate_health=health,
+            since_last_publish_s=since_last_publish_s,
+            slow_interval_s=slow_interval_s,
             published_gone=any(table.state_of(p) not in LIVE_STATES for p, _ in local.rtt_ms),
         ):
             return

@@ -63,6 +63,9 @@ RTT_CHANGE_FLOOR_MS = 1.0
 fraction of a millisecond and jitters by half of itself all the time, which would
 re-publish every record every few seconds; placement cares about milliseconds."""
 
+ROUNDING_MARGIN_MS = 10.0**-RTT_PUBLISH_DECIMALS
+"""More than a published value's rounding can add to a move (see ``RttTracker.moved``)."""
+
 PeerValues = tuple[tuple[str, float], ...]
 
 
@@ -130,6 +133,22 @@ class RttTracker:
     def estimate_ms(self, peer_id: str) -> float | None:
         """The current average to ``peer_id``, or ``None`` if never measured."""
         return self._ewma_ms.get(peer_id)
+
+    def moved(self, published: PeerValues) -> bool:
+        """Whether a view computed now could differ enough from ``published`` to be
+        published early: no view was published yet while we have averages, or a
+        published peer's average moved by about ``RTT_CHANGE_FLOOR_MS`` (rounding
+        aside) or was forgotten.  False means :func:`publish_due` can only say yes at
+        the slow cadence or for health, so the caller may skip building the view."""
+        if not published:
+            return bool(self._ewma_ms)
+        averages = self._ewma_ms
+        floor_ms = RTT_CHANGE_FLOOR_MS - ROUNDING_MARGIN_MS
+        for peer_id, ms in published:
+            average_ms = averages.get(peer_id)
+            if average_ms is None or abs(average_ms - ms) >= floor_ms:
+                return True
+        return False
 
     def published_view(
         self, include: Callable[[str], bool], peers_max: int = RTT_PEERS_PUBLISHED_MAX

@@ -103,3 +103,27 @@ def test_raw_samples_are_kept_for_a_histogram_and_drained_once() -> None:
         tracker.observe("c", float(i), float(i) + 0.001)
     assert len(tracker.drain_samples()) == RTT_SAMPLES_KEPT_MAX
     assert tracker.samples_dropped == 5
+
+
+def test_moved_tells_when_an_early_publication_is_possible_at_all() -> None:
+    tracker = RttTracker(alpha=1.0)
+    assert not tracker.moved(())  # nothing measured, nothing published
+    tracker.observe("b", 0.0, 0.0105)
+    assert tracker.moved(())  # first measurements
+    tracker.observe("c", 0.0, 0.020)
+    assert not tracker.moved(BASE)  # b moved 0.5 ms: under the floor
+    assert tracker.moved((("b", 10.0), ("x", 20.0)))  # x is not measured (forgotten)
+    tracker.observe("c", 0.0, 0.021)
+    assert tracker.moved(BASE)  # c moved by the floor
+    # Whenever moved() is False, publish_due before the slow interval says no too.
+    tracker.observe("c", 0.0, 0.02098)
+    candidate = tracker.published_view(lambda peer: True)
+    assert not tracker.moved(BASE)
+    assert not publish_due(
+        published=BASE,
+        candidate=candidate,
+        published_health=0,
+        candidate_health=0,
+        since_last_publish_s=10.0,
+        slow_interval_s=30.0,
+    )

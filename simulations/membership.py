@@ -77,17 +77,29 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from membership_anchors import (
+from compiled_core import CORES, activate
+
+
+def _core_asked(argv: list[str]) -> str:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--core", choices=CORES, default="auto")
+    return str(pre.parse_known_args(argv)[0].core)
+
+
+# The core is chosen before anything imports protocol: a process holds one copy of it.
+CORE = activate(_core_asked(sys.argv[1:])) if __name__ == "__main__" else "pure"
+
+from membership_anchors import (  # noqa: E402 (after the core is chosen)
     SERF_PUBLISHED_S,
     serf_dissemination_99_9_s,
     swim_first_detection_s,
 )
-from membership_cluster import Cluster, Crash
+from membership_cluster import Cluster, Crash  # noqa: E402
 
-from protocol.membership import MembershipTiming
-from protocol.membership.suspicion import suspicion_timeout_s
-from protocol.membership.table import MEMBERS_MAX
-from protocol.membership.testing import NetworkConditions
+from protocol.membership import MembershipTiming  # noqa: E402
+from protocol.membership.suspicion import suspicion_timeout_s  # noqa: E402
+from protocol.membership.table import MEMBERS_MAX  # noqa: E402
+from protocol.membership.testing import NetworkConditions  # noqa: E402
 
 NODES_MIN = 2
 CRASH_WINDOW = (0.05, 0.6)
@@ -112,6 +124,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--updates", type=int, default=5, help="update_local trials")
     parser.add_argument("--liveness-periods", type=int, default=300, help="liveness timeout")
     parser.add_argument("--preset", choices=("lan", "wan", "local"), default="lan")
+    parser.add_argument(
+        "--core",
+        choices=CORES,
+        default="auto",
+        help="the membership core: compiled with mypyc (same source, faster; built once"
+        " into .cache/mypyc), pure Python, or auto (compiled when it builds)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--png", type=Path, default=None, help="write a plot here")
     args = parser.parse_args(argv)
@@ -144,6 +163,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def parameters_of(args: argparse.Namespace, timing: MembershipTiming) -> dict[str, Any]:
     params = {k: v for k, v in vars(args).items() if k not in ("json", "png")}
     params["png"] = None if args.png is None else str(args.png)
+    params["core"] = CORE  # the core in use
     params["timing"] = dataclasses.asdict(timing)
     return params
 

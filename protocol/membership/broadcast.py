@@ -52,7 +52,7 @@ class _Entry:
     key: str
     part: bytes
     order: int
-    message: object = None
+    message: object | None = None  # (not plain ``object``: mypyc rejects that default)
     transmits: int = 0
 
     def heap_key(self) -> tuple[int, int, int, str]:

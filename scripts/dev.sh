@@ -44,6 +44,8 @@ setup() {
       apt_install python3-venv  # the .deb's venv is built from /usr/bin/python3
       command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
       command -v lintian >/dev/null 2>&1 || apt_install lintian
+      # a C compiler for the mypyc-compiled membership core (simulations/compiled_core.py)
+      command -v cc >/dev/null 2>&1 || apt_install gcc
     fi
   fi
   if [ ! -x "$PY" ]; then

@@ -31,8 +31,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "mypyc"
-COMPILED = ("protocol/membership", "protocol/errors.py", "protocol/wire.py")
-"""What mypyc compiles: the membership core and the two modules it imports."""
+COMPILED = (
+    "protocol/membership",
+    "protocol/errors.py",
+    "protocol/wire.py",
+    "membership_cluster.py",
+)
+"""What mypyc compiles: the membership core, the two modules it imports, and the
+simulator's event loop (``simulations/membership_cluster.py``, a top-level module)."""
+MOVED = {"membership_cluster.py": "simulations/membership_cluster.py"}
+"""Where compiled files that do not live at the same path in the repository come from."""
 COPIED = ("protocol/__init__.py", "protocol/py.typed", "pyproject.toml")
 """Copied as they are: the package marker and the mypy settings the build checks with."""
 CORES = ("auto", "compiled", "pure")
@@ -42,27 +50,30 @@ class BuildError(RuntimeError):
     """The compiled core could not be built; the message says why."""
 
 
-def _sources() -> list[Path]:
-    files = [ROOT / name for name in COPIED]
+def _sources() -> dict[str, Path]:
+    """Build-directory path -> source file, for everything the build needs."""
+    files = {name: ROOT / name for name in COPIED}
     for name in COMPILED:
-        path = ROOT / name
-        files += sorted(path.glob("*.py")) if path.is_dir() else [path]
+        path = ROOT / MOVED.get(name, name)
+        if path.is_dir():
+            files.update({f"{name}/{p.name}": p for p in sorted(path.glob("*.py"))})
+        else:
+            files[name] = path
     return files
 
 
 def _digest() -> str:
     digest = hashlib.sha256()
     digest.update(f"{sys.version}\n{importlib.metadata.version('mypy')}\n".encode())
-    for path in _sources():
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for name, path in _sources().items():
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
 def build() -> Path:
     """The directory holding the compiled ``protocol`` package, built if missing."""
     target = CACHE / _digest()
-    if (target / "protocol" / "membership").is_dir():
+    if (target / "protocol" / "membership").is_dir():  # complete: renamed into place
         return target
     if shutil.which(os.environ.get("CC", "cc")) is None:
         raise BuildError("no C compiler (cc) on PATH: install gcc")
@@ -70,8 +81,8 @@ def build() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
     try:
-        for path in _sources():
-            copy = work / path.relative_to(ROOT)
+        for name, path in _sources().items():
+            copy = work / name
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, copy)
         done = subprocess.run(

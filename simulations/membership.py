@@ -80,14 +80,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compiled_core import CORES, activate
 
 
-def _core_asked(argv: list[str]) -> str:
+def _prepare(argv: list[str]) -> tuple[str, list[str]]:
+    """Settle the seed and print it, then choose the core (maybe building it: ~20 s).
+
+    Both happen before anything imports ``protocol`` (a process holds one copy of it),
+    and the seed comes first, so even a run whose build fails can be reproduced.
+    Returns the core in use and the arguments with ``--seed`` made explicit.
+    """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--core", choices=CORES, default="auto")
-    return str(pre.parse_known_args(argv)[0].core)
+    pre.add_argument("--seed", type=int, default=None)
+    pre.add_argument("-h", "--help", action="store_true")
+    try:
+        early, _ = pre.parse_known_args(argv)
+    except SystemExit:
+        return "pure", argv  # parse_args will report the bad argument
+    if early.help:
+        return "pure", argv
+    if early.seed is None:
+        early.seed = Random().randrange(2**32)
+        argv = [*argv, "--seed", str(early.seed)]
+    print(f"membership simulation seed={early.seed}", file=sys.stderr, flush=True)
+    return activate(early.core), argv
 
 
-# The core is chosen before anything imports protocol: a process holds one copy of it.
-CORE = activate(_core_asked(sys.argv[1:])) if __name__ == "__main__" else "pure"
+_SEED_PRINTED = __name__ == "__main__"
+CORE, ARGV = _prepare(sys.argv[1:]) if _SEED_PRINTED else ("pure", sys.argv[1:])
 
 from membership_anchors import (  # noqa: E402 (after the core is chosen)
     SERF_PUBLISHED_S,
@@ -337,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     timing = getattr(MembershipTiming, args.preset)()
     params = parameters_of(args, timing)
-    print(f"membership simulation seed={args.seed}", file=sys.stderr)
+    if not _SEED_PRINTED:
+        print(f"membership simulation seed={args.seed}", file=sys.stderr)
     print(f"parameters: {json.dumps(params, sort_keys=True)}", file=sys.stderr, flush=True)
     results, failed = [], False
     for members in args.nodes:
@@ -360,4 +379,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(ARGV))

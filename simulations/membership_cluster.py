@@ -106,7 +106,7 @@ class Observer:
                     trial.done_s = now - trial.started_s
                     del self._active[subject]
             return
-        subject = index[event.node_id]  # type: ignore[union-attr]
+        subject = index[event.node_id]
         if isinstance(event, MemberAlive):
             self.not_alive.get(observer, {}).pop(subject, None)
             return

@@ -136,3 +136,19 @@ def test_refuses_clusters_beyond_the_member_bound() -> None:
     )
     assert done.returncode == 2
     assert "MEMBERS_MAX" in done.stderr
+
+
+def test_the_compiled_core_gives_the_same_figures_as_the_pure_one() -> None:
+    """--core compiled runs the same source through mypyc: same seed, same figures."""
+    args = ["--nodes", "30", "--seed", str(SEED), "--loss", "0.1", "--periods", "40"]
+    args += ["--crash", "1", "--updates", "3", "--json"]
+    runs = {}
+    for core in ("pure", "compiled"):
+        stderr, summary, status = run_simulation(*args, "--core", core)
+        assert status == 0, stderr
+        assert summary["parameters"].pop("core") == core
+        for row in summary["results"]:
+            del row["wall_s"], row["safety_wall_s"]
+        runs[core] = summary
+    assert runs["compiled"] == runs["pure"]
+    assert runs["pure"]["results"][0]["detection_s"]["first"] is not None

@@ -37,7 +37,9 @@ gossip                 gossip_interval_s                          broadcasts to
 push-pull              push_pull_interval_s, scaled for n > 32   full state, one member
 suspicion              Lifeguard, per suspect                     declare dead
 nack                   per helper probe                           nack a requester
-reconnect              RECONNECT_INTERVAL_S                       push-pull a dead member
+reconnect              RECONNECT_INTERVAL_S                       push-pull a dead member,
+                                                                  with probability
+                                                                  dead / live (serf)
 join retry             JOIN_RETRY_INTERVAL_S while alone          push-pull the seeds
 publish                RTT/health changes, rate limited           bump local version
 reap                   REAP_INTERVAL_S                            forget long-dead members
@@ -99,7 +101,10 @@ from protocol.membership.timing import MembershipTiming, push_pull_interval_scal
 JOIN_RETRY_INTERVAL_S = 5.0
 """While we know no other member, re-send the join push-pull to the seeds this often."""
 RECONNECT_INTERVAL_S = 30.0
-"""Push-pull one random dead member this often, to heal partitions (serf's default)."""
+"""Push-pull one random dead member this often, to heal partitions (serf's default),
+with probability dead / live members: the cluster as a whole tries each dead member
+about once per interval.  (Every member trying every time would send N full states
+to each dead member per interval; at N=10,000 that was most of the traffic.)"""
 REAP_INTERVAL_S = 60.0
 """How often long-dead members are looked for and forgotten."""
 PUBLISH_CHECK_INTERVAL_S = 1.0
@@ -447,7 +452,7 @@ class Membership:
         if now >= self._next_reconnect_s:
             self._next_reconnect_s = now + RECONNECT_INTERVAL_S
             dead = list(table.dead_ids)  # no scan of the whole table when none are dead
-            if dead:
+            if dead and self._rng.random() < len(dead) / max(1, table.live_count):
                 self._push_pull_to(dead[self._rng.randrange(len(dead))])
         if now >= self._next_publish_check_s:
             self._next_publish_check_s = now + PUBLISH_CHECK_INTERVAL_S

@@ -19,10 +19,11 @@ from protocol.membership import (
     decode,
     encode,
 )
-from protocol.membership.core import REAP_INTERVAL_S
+from protocol.membership.core import REAP_INTERVAL_S, RECONNECT_INTERVAL_S
 from protocol.membership.messages import (
     Ack,
     Alive,
+    Compound,
     Dead,
     Message,
     Ping,
@@ -160,3 +161,41 @@ def test_a_warm_start_takes_its_published_rtts_as_its_own_averages() -> None:
     core.tick(now + 1.5)
     assert core.local.version > local.version
     assert dict(core.local.rtt_ms)["n01"] > 3.0
+
+
+def reconnect_attempts(dead_count: int, intervals: int) -> int:
+    """Push-pulls to dead members while a core of 40 (``dead_count`` of them dead) runs
+    ``intervals`` reconnect intervals, answering every ping it sends."""
+    warm = WarmTable([record(n) for n in IDS], 0.0)
+    core = warm_core(warm, "n00", seed=11)
+    dead = {addr(n) for n in IDS[1 : 1 + dead_count]}
+    for node_id in IDS[1 : 1 + dead_count]:
+        core.receive_message(addr("n39"), Dead(node_id=node_id, incarnation=0, from_id="n39"), 0.0)
+    attempts, now = 0, 0.0
+    while now < intervals * RECONNECT_INTERVAL_S:
+        now = max(now, core.next_deadline_s())
+        core.tick(now)
+        for out in core.outbox():
+            if isinstance(out.decoded, PushPull) and out.addr in dead:
+                attempts += 1
+            pings = [m for m in parts(out.decoded) if isinstance(m, Ping)]
+            for ping in pings:
+                core.receive_message(out.addr, Ack(seq_no=ping.seq_no), now)
+    assert len([m for m in core.members() if m.state is MemberState.DEAD]) == dead_count
+    return attempts
+
+
+def parts(message: Message | None) -> tuple[Message, ...]:
+    if isinstance(message, Compound):
+        return message.messages
+    return () if message is None else (message,)
+
+
+def test_the_cluster_tries_each_dead_member_about_once_per_reconnect_interval() -> None:
+    """serf's rule: a member reconnects with probability dead / live, so N members do
+    not all send their full state to every dead member every interval."""
+    intervals = 60
+    one_dead = reconnect_attempts(1, intervals)  # probability 1/39
+    assert one_dead <= intervals / 4
+    half_dead = reconnect_attempts(20, intervals)  # probability 20/20: every interval
+    assert half_dead >= intervals - 1

@@ -228,6 +228,11 @@ class Cluster:
                 if tick_at[i] != at_s:
                     continue  # superseded by an earlier deadline
                 tick_at[i] = math.inf
+                if nodes[i].next_deadline_s() > at_s:
+                    # Nothing is due any more (an ack cancelled the probe timeout this
+                    # tick was for): wait for the core's real deadline instead.
+                    self._schedule_tick(i)
+                    continue
                 nodes[i].tick(at_s)
             else:
                 assert message is not None

@@ -55,7 +55,11 @@ loss)``, one round per gossip interval.
 Limits: a core tracks at most ``MEMBERS_MAX`` (16,384) members, the most one
 push-pull may carry, so larger clusters are refused.  The cores share one warm table
 copy on write (``membership_cluster.py``), so memory grows with N plus what each core
-changed, not N^2.
+changed, not N^2; push-pull between them carries that table by reference.
+
+Speed: ``--core auto`` (default) runs the same core compiled with mypyc, built once
+(``compiled_core.py``); ``--core pure`` the interpreted one; both give the same
+figures for a seed.
 
 Exit status 1, with "reproduce with --seed S", when an invariant fails: a false
 death, no convergence in the liveness phase, an oversized datagram or a message a

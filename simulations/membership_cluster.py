@@ -13,7 +13,8 @@ publishing its first measurements at once.  Messages are still encoded (their
 sizes feed the traffic figures and the datagram budget check) but handed over as
 objects through ``receive_message``, which skips the msgpack decode.  The network
 is :class:`FakeNetwork` (seeded loss, delay, partitions); crashed nodes neither
-receive nor tick.
+receive nor tick.  A core is ticked at its ``next_deadline_s``; a tick whose deadline
+was cancelled meanwhile (an ack ends the probe timeout) is skipped, not run idle.
 
 :class:`Observer` turns the events every core emits into the measurements:
 

@@ -451,7 +451,7 @@ class Membership:
                 self._send_state(addr, join=True, reply=False)
         if now >= self._next_reconnect_s:
             self._next_reconnect_s = now + RECONNECT_INTERVAL_S
-            dead = list(table.dead_ids)  # no scan of the whole table when none are dead
+            dead = table.dead_ids
             if dead and self._rng.random() < len(dead) / max(1, table.live_count):
                 self._push_pull_to(dead[self._rng.randrange(len(dead))])
         if now >= self._next_publish_check_s:

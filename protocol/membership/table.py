@@ -157,8 +157,8 @@ class MemberTable:
         return self._local_entry().record
 
     @property
-    def dead_ids(self) -> Iterable[str]:
-        """Members currently DEAD (not LEFT)."""
+    def dead_ids(self) -> list[str]:
+        """Members currently DEAD (not LEFT), from the DEAD/LEFT index (no table scan)."""
         return [node_id for node_id, state in self._down.items() if state is MemberState.DEAD]
 
     @property

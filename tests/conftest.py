@@ -13,6 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests must not depend on how busy the machine is: no per-example deadline
+# and no "input generation is slow" failure (a 2-core CI machine running daemons in
+# other tests once took 1.4 s for one draw).  Explicit @settings still apply on top.
+settings.register_profile("vramancer", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("vramancer")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"

@@ -174,6 +174,7 @@ class Membership:
         self._next_gossip_s = self._next_push_pull_s = self._next_reconnect_s = 0.0
         self._next_join_retry_s = self._next_reap_s = self._next_publish_check_s = 0.0
         self._last_publish_s = 0.0
+        self._slow_checked_s = -math.inf
 
     # ------------------------------------------------------------------ outputs
 
@@ -483,9 +484,13 @@ class Membership:
         if since_last_publish_s < RTT_PUBLISH_INTERVAL_MIN_S:
             return
         slow_interval_s = push_pull_interval_scaled_s(RTT_PUBLISH_INTERVAL_S, table.live_count)
+        # The slow cadence runs one slow interval after the last publication, or after
+        # the last slow check that found nothing to publish: re-checking every second
+        # from then on would rebuild the view every second for good (most find nothing).
+        slow_due = now - max(self._last_publish_s, self._slow_checked_s) >= slow_interval_s
         health = self._awareness.score
         if (
-            since_last_publish_s < slow_interval_s
+            not slow_due
             and local.health is not None
             and abs(health - local.health) < HEALTH_PUBLISH_JUMP
             and not self._rtt.moved(local.rtt_ms)
@@ -498,9 +503,11 @@ class Membership:
             published_health=local.health,
             candidate_health=health,
             since_last_publish_s=since_last_publish_s,
-            slow_interval_s=slow_interval_s,
+            slow_interval_s=slow_interval_s if slow_due else math.inf,
             published_gone=any(table.state_of(p) not in LIVE_STATES for p, _ in local.rtt_ms),
         ):
+            if slow_due:
+                self._slow_checked_s = now
             return
         self._last_publish_s = now
         rtt_ms = list(candidate)

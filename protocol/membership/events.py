@@ -37,6 +37,14 @@ class Outgoing:
     decoded: Message | None = None
     """What ``message`` encodes, set only by a core built with ``keep_decoded=True``
     (in-process simulations hand it to ``Membership.receive_message``, no decoding)."""
+    wire_bytes: int | None = None
+    """Set only with ``decoded`` on a stream message, whose bytes such a core does not
+    build (``message`` is empty): the length they would have (``codec.encoded_size``)."""
+
+    @property
+    def size(self) -> int:
+        """Length of the encoded message, whether or not its bytes were built."""
+        return len(self.message) if self.wire_bytes is None else self.wire_bytes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

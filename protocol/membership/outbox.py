@@ -14,8 +14,10 @@ record is checked to fit), a datagram never exceeds
 ``reliable=True`` rather than sent as a datagram that cannot arrive.
 
 With ``keep_decoded=True`` (in-process simulations only) every :class:`Outgoing`
-also carries the message object it encodes, in ``decoded``; the bytes are built all
-the same, so sizes and the datagram budget are those of the wire.
+also carries the message object it encodes, in ``decoded``.  A datagram's bytes are
+built all the same, so sizes and the datagram budget are those of the wire; a stream
+message (a push-pull: up to megabytes, no budget) only has its encoded length
+computed (``codec.encoded_size``, in ``Outgoing.wire_bytes``).
 
 The outbox is bounded (:data:`OUTBOX_MESSAGES_MAX`): a caller that never drains it
 loses the oldest messages (counted), as a congested socket would.
@@ -35,6 +37,7 @@ from protocol.membership.codec import (
     encode_compound_parts,
     encode_part,
     encode_single_part,
+    encoded_size,
 )
 from protocol.membership.events import Outgoing
 from protocol.membership.messages import Compound, Message, SimpleMessage
@@ -113,8 +116,13 @@ class Outbox:
 
     def stream(self, addr: str, message: Message) -> None:
         """Send ``message`` over the secure stream."""
-        decoded = message if self._keep_decoded else None
-        self._push(Outgoing(addr=addr, message=encode(message), reliable=True, decoded=decoded))
+        if self._keep_decoded:
+            size = encoded_size(message)
+            self._push(
+                Outgoing(addr=addr, message=b"", reliable=True, decoded=message, wire_bytes=size)
+            )
+            return
+        self._push(Outgoing(addr=addr, message=encode(message), reliable=True))
 
     def _take(self, free: int) -> list[bytes]:
         return self._broadcasts.take(free, self._members(), self._retransmit_mult)

@@ -24,6 +24,9 @@ published peer gone; health changed at all
 anything smaller, or any move under RTT_CHANGE_FLOOR_MS       never (it is noise)
 ============================================================  ======================
 
+The slow cadence is a check one slow interval after the last publication, or after
+the last slow check that found nothing to publish (the core keeps that time).
+
 Only the :data:`RTT_PEERS_PUBLISHED_MAX` nearest live peers are published, rounded
 to :data:`RTT_PUBLISH_DECIMALS` decimals, so the record keeps fitting one datagram.
 """

@@ -117,7 +117,7 @@ class FakeNetwork:
     def route(self, src: str, outgoing: Outgoing) -> list[float]:
         """Delays after which copies of ``outgoing`` arrive; empty if it is lost."""
         counters = self.counters
-        size = len(outgoing.message)
+        size = outgoing.size
         counters.bytes_sent[src] = counters.bytes_sent.get(src, 0) + size
         counters.messages_sent[src] = counters.messages_sent.get(src, 0) + 1
         reachable = self.reachable(src, outgoing.addr)

@@ -243,6 +243,20 @@ def test_acked_probes_are_rtt_samples_published_rarely_in_the_local_record() -> 
     assert d.core.local.health == 0
 
 
+def test_minor_rtt_moves_wait_for_the_next_slow_check_not_the_next_second() -> None:
+    """Once a slow check found nothing to publish, the next one is a slow interval
+    later: a minor move (+12.5%, 1.5 ms) right after it waits for that check."""
+    d = Driver(make_core(peers=("b",)), responsive=("b",), ack_delay_s=0.012)
+    d.run_until(100.0)  # published at ~6 s; slow checks at ~36, ~66, ~96 s find nothing
+    assert d.core.local.rtt_ms == (("b", 12.0),)
+    d.ack_delay_s = 0.0135
+    d.run_until(120.0)  # the average moved by more than 10% and 1 ms around 110 s
+    assert d.core.local.version == 1
+    d.run_until(135.0)
+    assert d.core.local.version == 2
+    assert dict(d.core.local.rtt_ms)["b"] > 13.0
+
+
 def test_a_relayed_ack_saves_the_probe_but_is_no_rtt_sample() -> None:
     d = driver(peers=("b", "c"))
     start_s, _, ping = first_probe(d)

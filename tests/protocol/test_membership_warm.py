@@ -19,6 +19,7 @@ from protocol.membership import (
     decode,
     encode,
 )
+from protocol.membership.codec import encoded_size
 from protocol.membership.core import REAP_INTERVAL_S, RECONNECT_INTERVAL_S
 from protocol.membership.messages import (
     Ack,
@@ -58,7 +59,8 @@ def state_of(core: Membership, now: float, *, reply_to: str = "n39") -> PushPull
     assert len(replies) == 1
     reply = replies[0]
     assert isinstance(reply.decoded, PushPull)
-    assert reply.message == encode(reply.decoded)
+    # The bytes of a stream message are not built in keep_decoded mode, only measured.
+    assert reply.message == b"" and reply.size == len(encode(reply.decoded))
     return reply.decoded
 
 
@@ -92,6 +94,7 @@ def test_a_warm_push_pull_is_the_whole_table_encoded_the_same() -> None:
     assert {e.record.node_id: (e.state, e.record) for e in as_tuple} == full_view(sender)
     plain = PushPull(join=state.join, reply=state.reply, members=as_tuple)
     assert encode(state) == encode(plain)
+    assert encoded_size(state) == encoded_size(plain) == len(encode(plain))
     decoded = decode(encode(state))
     assert isinstance(decoded, PushPull) and decoded.members == as_tuple
 

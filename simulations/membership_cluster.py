@@ -53,6 +53,60 @@ _TICK = 0
 _DELIVER = 1
 _DELIVER_STREAM = 2
 
+Entry = tuple[float, int, int, int, str, Message | None]
+"""(time, sequence number, kind, node, sender address, message): ordered by time, then
+by the order of scheduling."""
+
+
+class EventQueue:
+    """A calendar queue of entries, popped in (time, sequence) order like one heap.
+
+    A heap of every pending event (~20,000 at N=10,000) costs ~15 levels of tuple
+    comparisons per push and pop, mostly cache misses.  Here entries are appended to
+    the bucket of their ``BUCKET_S`` time slot, and only the slot being worked through
+    is a heap: a few dozen entries.  Every entry of an earlier slot precedes every
+    entry of a later one, so the order is exactly that of a single heap.
+    """
+
+    BUCKET_S = 0.001
+
+    def __init__(self) -> None:
+        self._current: list[Entry] = []
+        """The heap of the slot being worked through (and of anything pushed earlier)."""
+        self._slot = -(2**62)
+        self._buckets: dict[int, list[Entry]] = {}
+        self._slots: list[int] = []
+        """Heap of the slots that have a bucket."""
+        self._seq = 0
+
+    def push(self, at_s: float, kind: int, node: int, sender: str, message: Message | None) -> None:
+        self._seq += 1
+        entry = (at_s, self._seq, kind, node, sender, message)
+        slot = math.floor(at_s / self.BUCKET_S)
+        if slot <= self._slot:
+            heapq.heappush(self._current, entry)
+            return
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            self._buckets[slot] = [entry]
+            heapq.heappush(self._slots, slot)
+        else:
+            bucket.append(entry)
+
+    def pop_until(self, end_s: float) -> Entry | None:
+        """The first entry if it is due at or before ``end_s``, else ``None``."""
+        current = self._current
+        if not current:
+            if not self._slots:
+                return None
+            self._slot = heapq.heappop(self._slots)
+            current = self._buckets.pop(self._slot)
+            heapq.heapify(current)
+            self._current = current
+        if current[0][0] > end_s:
+            return None
+        return heapq.heappop(current)
+
 
 @dataclass(slots=True)
 class Dissemination:
@@ -199,8 +253,7 @@ class Cluster:
         self.now = 0.0
         self.protocol_errors = 0
         self.observer = Observer(self)
-        self._heap: list[tuple[float, int, int, int, str, Message | None]] = []
-        self._seq = 0
+        self._queue = EventQueue()
         self._tick_at: list[float] = [math.inf] * members
         for i in range(members):
             self._schedule_tick(i)
@@ -219,9 +272,12 @@ class Cluster:
         self._after_input(i)
 
     def run_until(self, end_s: float) -> None:
-        heap, nodes, crashed, tick_at = self._heap, self.nodes, self.crashed, self._tick_at
-        while heap and heap[0][0] <= end_s:
-            at_s, _, kind, i, sender, message = heapq.heappop(heap)
+        queue, nodes, crashed, tick_at = self._queue, self.nodes, self.crashed, self._tick_at
+        while True:
+            entry = queue.pop_until(end_s)
+            if entry is None:
+                break
+            at_s, _, kind, i, sender, message = entry
             if i in crashed:
                 continue
             self.now = at_s
@@ -245,7 +301,7 @@ class Cluster:
         core = self.nodes[i]
         src = self.addrs[i]
         now = self.now
-        route, addr_index = self.network.route, self.addr_index
+        route, addr_index, queue = self.network.route, self.addr_index, self._queue
         for outgoing in core.outbox():
             delays = route(src, outgoing)
             dst = addr_index.get(outgoing.addr)
@@ -253,10 +309,7 @@ class Cluster:
                 continue
             kind = _DELIVER_STREAM if outgoing.reliable else _DELIVER
             for delay_s in delays:
-                self._seq += 1
-                heapq.heappush(
-                    self._heap, (now + delay_s, self._seq, kind, dst, src, outgoing.decoded)
-                )
+                queue.push(now + delay_s, kind, dst, src, outgoing.decoded)
         for event in core.events():
             self.observer.on_event(i, event, now)
         self._schedule_tick(i)
@@ -265,5 +318,4 @@ class Cluster:
         deadline_s = max(self.now, self.nodes[i].next_deadline_s())
         if deadline_s < self._tick_at[i]:
             self._tick_at[i] = deadline_s
-            self._seq += 1
-            heapq.heappush(self._heap, (deadline_s, self._seq, _TICK, i, "", None))
+            self._queue.push(deadline_s, _TICK, i, "", None)

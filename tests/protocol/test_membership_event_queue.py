@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "simulations"))
 
-from membership_cluster import Entry, EventQueue  # noqa: E402
+from membership_cluster import Entry, EventQueue
 
 # A step: push at now + delay (delays from 0 to a few buckets), or pop until now + span.
 steps = st.lists(
@@ -25,7 +25,7 @@ steps = st.lists(
 
 @given(steps)
 def test_pops_in_the_order_of_a_single_heap(script: list[tuple[str, float]]) -> None:
-    queue, heap = EventQueue(), []
+    queue, heap = EventQueue(), list[Entry]()
     popped: list[Entry] = []
     expected: list[Entry] = []
     now, seq = 0.0, 0

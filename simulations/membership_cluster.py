@@ -255,6 +255,8 @@ class Cluster:
         self.observer = Observer(self)
         self._queue = EventQueue()
         self._tick_at: list[float] = [math.inf] * members
+        self._due_at: list[float] = [-math.inf] * members
+        """``next_deadline_s`` of each core after its last input (only inputs move it)."""
         for i in range(members):
             self._schedule_tick(i)
 
@@ -272,7 +274,8 @@ class Cluster:
         self._after_input(i)
 
     def run_until(self, end_s: float) -> None:
-        queue, nodes, crashed, tick_at = self._queue, self.nodes, self.crashed, self._tick_at
+        queue, nodes, crashed = self._queue, self.nodes, self.crashed
+        tick_at, due_at = self._tick_at, self._due_at
         while True:
             entry = queue.pop_until(end_s)
             if entry is None:
@@ -284,12 +287,13 @@ class Cluster:
             if kind == _TICK:
                 if tick_at[i] != at_s:
                     continue  # superseded by an earlier deadline
-                tick_at[i] = math.inf
-                if nodes[i].next_deadline_s() > at_s:
+                if due_at[i] > at_s:
                     # Nothing is due any more (an ack cancelled the probe timeout this
                     # tick was for): wait for the core's real deadline instead.
-                    self._schedule_tick(i)
+                    tick_at[i] = math.inf
+                    self._arm(i, due_at[i])
                     continue
+                tick_at[i] = math.inf
                 nodes[i].tick(at_s)
             else:
                 assert message is not None
@@ -316,6 +320,11 @@ class Cluster:
 
     def _schedule_tick(self, i: int) -> None:
         deadline_s = max(self.now, self.nodes[i].next_deadline_s())
+        self._due_at[i] = deadline_s
+        self._arm(i, deadline_s)
+
+    def _arm(self, i: int, deadline_s: float) -> None:
+        """Tick node ``i`` at ``deadline_s`` unless a tick comes earlier (or it is inf)."""
         if deadline_s < self._tick_at[i]:
             self._tick_at[i] = deadline_s
             self._queue.push(deadline_s, _TICK, i, "", None)

@@ -257,18 +257,18 @@ class Membership:
         if not self._table.left:
             # The publish check has no deadline of its own: it rides on these ticks
             # (the probe timer fires every probe interval), see _run_slow_timers.
-            deadline_s = min(
-                deadline_s,
-                self._prober.next_probe_s,
-                self._next_push_pull_s,
-                self._next_reap_s,
-                self._next_reconnect_s,
-            )
+            deadline_s = _earlier(deadline_s, self._prober.next_probe_s)
+            deadline_s = _earlier(deadline_s, self._next_push_pull_s)
+            deadline_s = _earlier(deadline_s, self._next_reap_s)
+            deadline_s = _earlier(deadline_s, self._next_reconnect_s)
             if self._seeds and self._table.live_count == 1:
-                deadline_s = min(deadline_s, self._next_join_retry_s)
-        for optional in (self._table.next_suspicion_deadline_s(), self._prober.next_deadline_s()):
-            if optional is not None and optional < deadline_s:
-                deadline_s = optional
+                deadline_s = _earlier(deadline_s, self._next_join_retry_s)
+        suspicion_s = self._table.next_suspicion_deadline_s()
+        if suspicion_s is not None and suspicion_s < deadline_s:
+            deadline_s = suspicion_s
+        probe_s = self._prober.next_deadline_s()
+        if probe_s is not None and probe_s < deadline_s:
+            deadline_s = probe_s
         return deadline_s
 
     # ------------------------------------------------------------------- inputs
@@ -523,6 +523,12 @@ class Membership:
             rtt_ms.remove(max(rtt_ms, key=lambda pair: pair[1]))  # keep the nearest peers
         if _fits(record):
             table.update_local(record)
+
+
+def _earlier(a_s: float, b_s: float) -> float:
+    """``min`` of two times, cheap once compiled (``next_deadline_s`` runs after every
+    input of every simulated core)."""
+    return b_s if b_s < a_s else a_s
 
 
 def _next_period_s(deadline_s: float, period_s: float, now: float) -> float:

@@ -36,6 +36,7 @@ events (the oldest are dropped and counted if the caller never drains them).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 
@@ -212,7 +213,11 @@ class MemberTable:
     def next_suspicion_deadline_s(self) -> float | None:
         if not self._suspicions:
             return None
-        return min(s.deadline_s for s in self._suspicions.values())
+        earliest_s = math.inf
+        for suspicion in self._suspicions.values():
+            if suspicion.deadline_s < earliest_s:
+                earliest_s = suspicion.deadline_s
+        return earliest_s
 
     def drain_events(self) -> list[MembershipEvent]:
         if not self._events:

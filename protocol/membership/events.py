@@ -18,28 +18,49 @@ Events are immutable, keyword-only dataclasses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from protocol.membership.messages import Message
 from protocol.membership.record import MemberRecord
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True, unsafe_hash=True)
 class Outgoing:
-    """One message for the shell to send."""
+    """One message for the shell to send.
 
-    addr: str
+    Immutable through ``Final`` fields and an ``__init__`` of its own rather than
+    ``frozen=True``: the core builds one per message, and mypyc compiles this
+    ``__init__`` natively, where a frozen dataclass's generated one stays interpreted
+    (~20x slower; it was the largest single cost of a 10,000-node simulation).
+    """
+
+    addr: Final[str]
     """Destination ``host:port``; a push-pull reply goes back on the stream it answers."""
-    message: bytes
+    message: Final[bytes]
     """The encoded message (``codec.encode``), not yet sealed."""
-    reliable: bool
+    reliable: Final[bool]
     """True: send over the secure stream.  False: one sealed datagram."""
-    decoded: Message | None = None
+    decoded: Final[Message | None]
     """What ``message`` encodes, set only by a core built with ``keep_decoded=True``
     (in-process simulations hand it to ``Membership.receive_message``, no decoding)."""
-    wire_bytes: int | None = None
+    wire_bytes: Final[int | None]
     """Set only with ``decoded`` on a stream message, whose bytes such a core does not
     build (``message`` is empty): the length they would have (``codec.encoded_size``)."""
+
+    def __init__(
+        self,
+        *,
+        addr: str,
+        message: bytes,
+        reliable: bool,
+        decoded: Message | None = None,
+        wire_bytes: int | None = None,
+    ) -> None:
+        self.addr = addr
+        self.message = message
+        self.reliable = reliable
+        self.decoded = decoded
+        self.wire_bytes = wire_bytes
 
     @property
     def size(self) -> int:

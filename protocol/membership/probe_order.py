@@ -111,7 +111,7 @@ class ProbeOrder:
 
     def _draw(self) -> str:
         index, swaps = self._index, self._swaps
-        j = self._rng.randrange(index, self._round_len)
+        j = index + random_below(self._rng, self._round_len - index)
         at_j = swaps.get(j, j)
         swaps[j] = swaps.pop(index, index)
         self._index = index + 1
@@ -158,7 +158,19 @@ def pick_random(
     for _ in range(RANDOM_PICK_TRIES_PER_MEMBER * len(ids)):
         if len(chosen) >= count:
             break
-        node_id = ids[rng.randrange(len(ids))]
+        node_id = ids[random_below(rng, len(ids))]
         if node_id not in chosen and accept(node_id):
             chosen.append(node_id)
     return chosen
+
+
+def random_below(rng: Random, n: int) -> int:
+    """A uniform integer in ``[0, n)``, ``n > 0``: ``rng.randrange(n)`` without its two
+    interpreted frames (a large simulation draws millions).  The same rejection
+    sampling on ``getrandbits`` as CPython's ``random.py``, so the same numbers."""
+    bits = n.bit_length()
+    drawn = rng.getrandbits(bits)
+    while drawn >= n:
+        drawn = rng.getrandbits(bits)
+    return drawn
+

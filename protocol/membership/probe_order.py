@@ -173,4 +173,3 @@ def random_below(rng: Random, n: int) -> int:
     while drawn >= n:
         drawn = rng.getrandbits(bits)
     return drawn
-

@@ -62,6 +62,8 @@ setup() {
     touch "$stamp"
   fi
   install_promtool
+  # the mypyc-compiled membership core of simulations/membership.py (once per source version)
+  "$PY" simulations/compiled_core.py
 }
 
 install_promtool() {

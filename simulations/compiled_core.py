@@ -44,6 +44,8 @@ MOVED = {"membership_cluster.py": "simulations/membership_cluster.py"}
 COPIED = ("protocol/__init__.py", "protocol/py.typed", "pyproject.toml")
 """Copied as they are: the package marker and the mypy settings the build checks with."""
 CORES = ("auto", "compiled", "pure")
+BUILDS_KEPT = 3
+"""Builds of other source versions kept in the cache (the newest); older ones go."""
 
 
 class BuildError(RuntimeError):
@@ -74,6 +76,7 @@ def build() -> Path:
     """The directory holding the compiled ``protocol`` package, built if missing."""
     target = CACHE / _digest()
     if (target / "protocol" / "membership").is_dir():  # complete: renamed into place
+        _prune(keep=target)
         return target
     if shutil.which(os.environ.get("CC", "cc")) is None:
         raise BuildError("no C compiler (cc) on PATH: install gcc")
@@ -103,7 +106,17 @@ def build() -> Path:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    _prune(keep=target)
     return target
+
+
+def _prune(keep: Path) -> None:
+    """Remove all but the newest ``BUILDS_KEPT`` other builds (a process that still
+    runs one keeps its loaded modules: they are mapped, not re-read)."""
+    others = [p for p in CACHE.iterdir() if p.is_dir() and p != keep and len(p.name) == 16]
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in others[BUILDS_KEPT:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def activate(core: str) -> str:
@@ -123,3 +136,11 @@ def activate(core: str) -> str:
         return "pure"
     sys.path.insert(0, str(path))
     return "compiled"
+
+
+if __name__ == "__main__":  # scripts/dev.sh setup: build it ahead of the first simulation
+    try:
+        print(f"compiled membership core: {build().relative_to(ROOT)}")
+    except BuildError as exc:
+        print(f"compiled membership core not built ({exc}); simulations run the pure one")
+

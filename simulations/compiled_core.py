@@ -143,4 +143,3 @@ if __name__ == "__main__":  # scripts/dev.sh setup: build it ahead of the first 
         print(f"compiled membership core: {build().relative_to(ROOT)}")
     except BuildError as exc:
         print(f"compiled membership core not built ({exc}); simulations run the pure one")
-

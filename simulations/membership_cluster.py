@@ -9,11 +9,12 @@ plus what each core changed, not N²): the cluster is already converged at t=0, 
 run measures steady-state SWIM, not the join wave.  Like the records of a cluster
 that has been running for a while, every record already carries an RTT view (drawn
 from the network's latency model), so the run does not open with every member
-publishing its first measurements at once.  Messages are still encoded (their
-sizes feed the traffic figures and the datagram budget check) but handed over as
-objects through ``receive_message``, which skips the msgpack decode.  The network
-is :class:`FakeNetwork` (seeded loss, delay, partitions); crashed nodes neither
-receive nor tick.  A core is ticked at its ``next_deadline_s``; a tick whose deadline
+publishing its first measurements at once.  Datagrams are still encoded (their
+sizes feed the traffic figures and the datagram budget check), push-pulls only
+measured (``codec.encoded_size``); all are handed over as objects through
+``receive_message``, which skips the msgpack decode.  Events wait in an
+:class:`EventQueue`.  The network is :class:`FakeNetwork` (seeded loss, delay,
+partitions); crashed nodes neither receive nor tick.  A core is ticked at its ``next_deadline_s``; a tick whose deadline
 was cancelled meanwhile (an ack ends the probe timeout) is skipped, not run idle.
 
 :class:`Observer` turns the events every core emits into the measurements:

